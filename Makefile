@@ -1,0 +1,31 @@
+# Two entry points for a newcomer: `make demo` and `make test`. Both create .venv if needed (idempotent).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench bench-smoke clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m statemap.demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check statemap tests bench
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+bench-smoke: $(STAMP)
+	$(BIN)/python -m bench.run --smoke
+
+clean:
+	rm -rf $(VENV)

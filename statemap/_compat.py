@@ -1,0 +1,52 @@
+"""The only module that touches JAX internals. Each entry says what it is, why, and which versions it covers.
+
+`tests/test_compat.py` exercises every entry, so a JAX upgrade that changes one fails loudly there, and another
+test checks that ``jax._src`` is imported nowhere else in the package.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from jax.extend import core as jex_core
+from jax.extend import source_info_util
+
+__all__ = ["new_trace_input", "current_trace", "batch_dim_in", "is_tracer"]
+
+
+def current_trace() -> Any:
+    """The innermost active JAX trace (public: `jax.extend.core.take_current_trace`)."""
+    with jex_core.take_current_trace() as trace:
+        return trace
+
+
+def new_trace_input(trace: Any, aval: Any) -> Any:
+    """Add a fresh input variable of type `aval` to a `jax.make_jaxpr` trace that is being built.
+
+    Why: a stateful function discovers the states it reads only while it runs; each state becomes a jaxpr input
+    at its first touch, so the user's Python body runs once per signature. JAX has no public API for adding an
+    input mid-trace; `DynamicJaxprTrace.new_arg(aval, source_info)` does it (JAX 0.7 - 0.10).
+    Fallback: none; a JAX that removes it fails `tests/test_compat.py::test_new_trace_input`.
+    """
+    return trace.new_arg(aval, source_info_util.current())
+
+
+def batch_dim_in(x: Any, trace: Any) -> int | None:
+    """The batch dimension of `x` in the vmap trace `trace`, or None when `x` is not batched by that trace.
+
+    Why: a state written inside a mapped function must be scattered at the axis JAX batched it on, and only
+    when *this* vmap (not an enclosing one) batched it. JAX exposes neither publicly; `BatchTracer.batch_dim`
+    and `BatchTracer._trace` carry them (JAX 0.4.36 - 0.10). Fallback: none (see test_compat).
+    """
+    from jax._src.interpreters import batching
+
+    if isinstance(x, batching.BatchTracer) and x._trace is trace:
+        bd = x.batch_dim
+        return bd if isinstance(bd, int) else None
+    return None
+
+
+def is_tracer(x: Any) -> bool:
+    """True for any JAX tracer (public `jax.core.Tracer`)."""
+    return isinstance(x, jax.core.Tracer)

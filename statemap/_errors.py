@@ -1,0 +1,135 @@
+"""Errors raised by statemap, and the builders that format their messages.
+
+Every message follows one shape so users can act on it::
+
+    <who>: <what went wrong, naming the state or argument>
+      expected: <what statemap needed>
+      found:    <what it got>
+      fix:      <what to change>
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "StatemapError",
+    "BatchAxisError",
+    "TraceContextError",
+    "StateArgumentError",
+    "StateStructureError",
+    "MappingRuntimeError",
+]
+
+
+class StatemapError(Exception):
+    """Base class of every error statemap raises on its own behalf.
+
+    Example:
+      >>> issubclass(sm.BatchAxisError, sm.StatemapError)
+      True
+    """
+
+
+class BatchAxisError(StatemapError, ValueError):
+    """A mapped axis is missing, out of range, inconsistent, or a batched write is undeclared.
+
+    Also a `ValueError`, so code written for `jax.vmap`'s errors keeps working.
+
+    Example:
+      >>> issubclass(sm.BatchAxisError, ValueError)
+      True
+    """
+
+
+class TraceContextError(StatemapError, RuntimeError):
+    """A state was used outside the trace it belongs to (for example, it still holds a dead tracer).
+
+    Example:
+      >>> issubclass(sm.TraceContextError, RuntimeError)
+      True
+    """
+
+
+class StateArgumentError(StatemapError, TypeError):
+    """A `State` was passed as an argument to a transform; states must be closed over instead.
+
+    Example:
+      >>> s = sm.State(jnp.zeros(2), name="s")
+      >>> sm.transform.jit(lambda a: a)(s)
+      Traceback (most recent call last):
+      ...
+      statemap._errors.StateArgumentError: jit: argument args[0] is state 's' ...
+    """
+
+
+class StateStructureError(StatemapError, ValueError):
+    """A state was written, inside a transform, with a value of a different pytree structure.
+
+    Example:
+      >>> issubclass(sm.StateStructureError, ValueError)
+      True
+    """
+
+
+class MappingRuntimeError(StatemapError, RuntimeError):
+    """statemap's own tracing or execution machinery failed (never used for errors of the user's function).
+
+    Example:
+      >>> issubclass(sm.MappingRuntimeError, RuntimeError)
+      True
+    """
+
+
+def describe_state(state: Any) -> str:
+    """``state 'name' (Type, created at file.py:12)``: how every message identifies a state."""
+    return f"state {state._label()} ({type(state).__name__}, created at {state.source})"
+
+
+def message(who: str, problem: str, expected: str, found: str, fix: str) -> str:
+    """Format the four-part message used by every statemap error."""
+    return f"{who}: {problem}\n  expected: {expected}\n  found:    {found}\n  fix:      {fix}"
+
+
+def short_aval(x: Any) -> str:
+    """``f32[8,16]``-style description of an array-like leaf (never its contents)."""
+    shape = getattr(x, "shape", None)
+    dtype = getattr(x, "dtype", None)
+    if shape is None or dtype is None:
+        return type(x).__name__
+    try:
+        import jax
+
+        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+            name = "key"
+        else:
+            name = _DTYPE_SHORT.get(str(dtype), str(dtype))
+    except Exception:
+        name = str(dtype)
+    return f"{name}[{','.join(str(d) for d in shape)}]"
+
+
+def tree_aval(tree: Any) -> str:
+    """Short abstract description of a pytree of arrays."""
+    import jax
+
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    if treedef.num_leaves == 1 and treedef.num_nodes == 1:
+        return short_aval(leaves[0])
+    return "{" + ", ".join(short_aval(x) for x in leaves) + "}"
+
+
+_DTYPE_SHORT = {
+    "float32": "f32",
+    "float64": "f64",
+    "float16": "f16",
+    "bfloat16": "bf16",
+    "int32": "i32",
+    "int64": "i64",
+    "int8": "i8",
+    "int16": "i16",
+    "uint32": "u32",
+    "uint8": "u8",
+    "bool": "bool",
+    "complex64": "c64",
+}

@@ -1,0 +1,335 @@
+"""`State` and its subclasses: mutable boxes around pytrees that statemap transforms thread through JAX.
+
+A function closes over states and reads/writes ``.value``. Reads and writes are reported to every statemap
+trace entered after the state was created, which is how transforms discover a function's state.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+import jax
+import numpy as np
+
+from . import _trace
+from ._errors import StateArgumentError, StateStructureError, TraceContextError, describe_state, message
+from ._errors import tree_aval as _tree_aval
+
+__all__ = [
+    "State",
+    "ShortTermState",
+    "LongTermState",
+    "ParamState",
+    "HiddenState",
+    "BatchState",
+    "NonBatchState",
+]
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_CONTEXT = _trace.CONTEXT
+
+
+def _creation_site() -> tuple[str, int]:
+    """(filename, line) of the first frame outside statemap: where the user created the state."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    if frame is None:
+        return ("<unknown>", 0)
+    return (frame.f_code.co_filename, frame.f_lineno)
+
+
+class State:
+    """A mutable box around a pytree of arrays that statemap transforms read and write by tracing.
+
+    Args:
+      value: A pytree of arrays (or scalars). Not a `State`.
+      name: Optional name used in error messages and reprs.
+      **metadata: ``tag=`` (a str or a set of str) for `WithTag` filters; any other keyword becomes an attribute.
+
+    Example:
+      >>> w = sm.State(jnp.zeros(3), name="w", tag="param")
+      >>> w
+      State(name='w', value=f32[3])
+      >>> w.value = w.value + 1
+      >>> w.value
+      Array([1., 1., 1.], dtype=float32)
+      >>> w.tag
+      {'param'}
+    """
+
+    def __init__(self, value: Any, name: str | None = None, **metadata: Any) -> None:
+        if isinstance(value, State):
+            value = value.value
+        tag = metadata.pop("tag", None)
+        self._value = self._check_value(value)
+        self._name = name
+        self._tag: set[str] | None = None
+        if tag is not None:
+            for t in [tag] if isinstance(tag, str) else tag:
+                self.add_tag(t)
+        self._level = len(_CONTEXT.stack)
+        self._site = _creation_site()
+        self._path: tuple = ()
+        self._dead: str | None = None
+        for key, val in metadata.items():
+            setattr(self, key, val)
+        for catcher in _CONTEXT.catchers:
+            catcher.add(self)
+
+    # -- identity -------------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str | None:
+        """The state's name (or None)."""
+        return self._name
+
+    @name.setter
+    def name(self, name: str | None) -> None:
+        self._name = name
+
+    @property
+    def tag(self) -> set[str] | None:
+        """The set of tags, or None when the state has none."""
+        return self._tag
+
+    def add_tag(self, tag: str) -> None:
+        """Add one tag (used by `WithTag` filters)."""
+        if not isinstance(tag, str):
+            raise TypeError(f"State tags must be strings, got {type(tag).__name__}: {tag!r}")
+        if self._tag is None:
+            self._tag = set()
+        self._tag.add(tag)
+
+    @property
+    def path(self) -> tuple:
+        """Path of the state inside the `statemap.nn.Module` that owns it, e.g. ``('layers', 0, 'weight')``."""
+        return self._path
+
+    @property
+    def source(self) -> str:
+        """``file.py:line`` where the state was created."""
+        return f"{os.path.basename(self._site[0])}:{self._site[1]}"
+
+    @property
+    def stack_level(self) -> int:
+        """Number of statemap traces that were active when the state was created."""
+        return self._level
+
+    @stack_level.setter
+    def stack_level(self, level: int) -> None:
+        self._level = max(0, int(level))
+
+    def _label(self) -> str:
+        if self._name is not None:
+            return repr(self._name)
+        if self._path:
+            return repr(".".join(str(p) for p in self._path))
+        return "<unnamed>"
+
+    # -- value ----------------------------------------------------------------------------------------------
+    def _check_value(self, value: Any) -> Any:
+        return value
+
+    @property
+    def value(self) -> Any:
+        """The current value. Reading it inside a transform records a read."""
+        if self._dead is not None:
+            self._raise_dead()
+        stack = _CONTEXT.stack
+        if len(stack) > self._level:
+            for trace in stack[self._level :]:
+                trace.on_read(self)
+        return self._value
+
+    @value.setter
+    def value(self, value: Any) -> None:
+        if isinstance(value, State):
+            raise StateArgumentError(
+                message(
+                    "State.value",
+                    f"{describe_state(self)} was assigned another State",
+                    "a pytree of arrays",
+                    f"{type(value).__name__} {value._label()}",
+                    "assign its value instead: `a.value = b.value`",
+                )
+            )
+        stack = _CONTEXT.stack
+        if len(stack) > self._level:
+            self._check_structure(value)
+            for trace in stack[self._level :]:
+                trace.on_write(self)
+        elif self._level == 0:
+            self._check_no_tracer(value)
+        self._value = self._check_value(value)
+        self._dead = None
+
+    def restore_value(self, value: Any) -> None:
+        """Set the value silently: no write is recorded (used by transforms to write results back).
+
+        Example:
+          >>> s = sm.State(jnp.zeros(2))
+          >>> s.restore_value(jnp.ones(2)); s.value
+          Array([1., 1.], dtype=float32)
+        """
+        self._check_structure(value)
+        self._value = value
+        self._dead = None
+
+    def _check_structure(self, value: Any) -> None:
+        old = jax.tree_util.tree_structure(self._value)
+        new = jax.tree_util.tree_structure(value)
+        if old != new:
+            raise StateStructureError(
+                message(
+                    "State.value",
+                    f"{describe_state(self)} was written, inside a transform, with a value of another "
+                    "pytree structure",
+                    f"structure {old}",
+                    f"structure {new}",
+                    "keep the structure fixed inside transforms (write arrays of any shape into the same "
+                    "containers), or assign the new structure outside the transform",
+                )
+            )
+
+    def _check_no_tracer(self, value: Any) -> None:
+        for leaf in jax.tree_util.tree_leaves(value):
+            if isinstance(leaf, jax.core.Tracer):
+                raise TraceContextError(
+                    message(
+                        "State.value",
+                        f"{describe_state(self)} was assigned a JAX tracer outside any statemap transform",
+                        "concrete arrays (or a write inside a statemap transform)",
+                        f"a tracer {_tree_aval(value)}; this usually means a plain jax.jit/jax.vmap/"
+                        "jax.grad traced a function that writes states",
+                        "use statemap.transform.jit / grad / scan / vmap2, which thread states through",
+                    )
+                )
+
+    def _raise_dead(self) -> None:
+        raise TraceContextError(
+            message(
+                "State.value",
+                f"{describe_state(self)} was created inside {self._dead} and still holds one of its tracers",
+                "a state created inside a transform to be used only inside it",
+                "a read after that transform finished",
+                "create the state outside the transform (and write it inside), or give it a concrete value "
+                "before reading it again",
+            )
+        )
+
+    # -- conveniences ---------------------------------------------------------------------------------------
+    def numel(self) -> int:
+        """Total number of array elements in the value.
+
+        Example:
+          >>> sm.State({"a": jnp.zeros((2, 3)), "b": jnp.zeros(4)}).numel()
+          10
+        """
+        return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(self._value)))
+
+    def copy(self) -> State:
+        """A new state of the same type with the same value and metadata (not the same identity).
+
+        Example:
+          >>> a = sm.ParamState(jnp.ones(2), name="a"); b = a.copy()
+          >>> b is a, type(b).__name__, b.name
+          (False, 'ParamState', 'a')
+        """
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new._site = _creation_site()
+        new._level = len(_CONTEXT.stack)
+        return new
+
+    def __repr__(self) -> str:
+        parts = []
+        if self._name is not None:
+            parts.append(f"name={self._name!r}")
+        elif self._path:
+            parts.append(f"path={'.'.join(str(p) for p in self._path)!r}")
+        parts.append(f"value={_tree_aval(self._value)}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    __hash__ = object.__hash__
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __iter__(self):  # a State is not iterable; prevents silent iteration over the box
+        raise TypeError(f"{describe_state(self)} is not iterable; iterate over its .value")
+
+
+class ShortTermState(State):
+    """State for transient values (hidden variables, counters).
+
+    Example:
+      >>> sm.ShortTermState(jnp.zeros(2), name="v")
+      ShortTermState(name='v', value=f32[2])
+    """
+
+
+class LongTermState(State):
+    """State for persistent values (running statistics, parameters).
+
+    Example:
+      >>> sm.LongTermState(0.0, name="mean").value
+      0.0
+    """
+
+
+class ParamState(LongTermState):
+    """A trainable parameter.
+
+    Example:
+      >>> isinstance(sm.ParamState(jnp.ones(3)), sm.LongTermState)
+      True
+    """
+
+
+class BatchState(LongTermState):
+    """Marker for a state whose leading axis is a batch axis.
+
+    Example:
+      >>> sm.BatchState(jnp.zeros((4, 2)), name="x")
+      BatchState(name='x', value=f32[4,2])
+    """
+
+
+class NonBatchState(ShortTermState):
+    """A state that is replicated (not given an ensemble axis) when created during ensemble creation.
+
+    Example:
+      >>> sm.NonBatchState(jnp.array(0), name="t")
+      NonBatchState(name='t', value=i32[])
+    """
+
+
+class HiddenState(ShortTermState):
+    """Hidden variable of a dynamical system; its value must be an array (not a general pytree).
+
+    Example:
+      >>> sm.HiddenState(jnp.zeros(4), name="V")
+      HiddenState(name='V', value=f32[4])
+      >>> sm.HiddenState({"a": 1.0})
+      Traceback (most recent call last):
+      ...
+      TypeError: HiddenState: value must be a JAX or NumPy array, got dict
+    """
+
+    def _check_value(self, value: Any) -> Any:
+        if not isinstance(value, (np.ndarray, jax.Array, np.generic)):
+            raise TypeError(f"HiddenState: value must be a JAX or NumPy array, got {type(value).__name__}")
+        return value
+
+    @property
+    def varshape(self) -> tuple[int, ...]:
+        """Shape of the hidden variable."""
+        return tuple(self._value.shape)
+
+
+def states_in(tree: Iterable[Any]) -> list[State]:
+    """States found among the leaves of a pytree (States are leaves, not nodes)."""
+    return [x for x in jax.tree_util.tree_leaves(tree) if isinstance(x, State)]

@@ -1,0 +1,266 @@
+"""Filters: predicates ``(path, x) -> bool`` that select states by type, tag, path or identity.
+
+Transforms call them with the state's module path (see `statemap.nn.Module`), so `PathContains` works
+everywhere, including inside mapping transforms.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Hashable
+from typing import Any as _AnyT
+
+__all__ = [
+    "Filter",
+    "Predicate",
+    "OfType",
+    "WithTag",
+    "PathContains",
+    "Any",
+    "All",
+    "Not",
+    "Everything",
+    "Nothing",
+    "to_predicate",
+]
+
+Predicate = Callable[[tuple, _AnyT], bool]
+Filter = _AnyT  # a type, a tag str, a bool, Ellipsis, None, a callable predicate, or a list/tuple of filters
+
+
+class _Pred:
+    """Base of statemap's filter predicates: hashable, comparable and with a readable repr."""
+
+    __slots__ = ()
+
+    def _key(self) -> tuple:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._key()))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(repr(k) for k in self._key())})"
+
+
+class OfType(_Pred):
+    """Matches instances of a type.
+
+    Example:
+      >>> from statemap.util.filter import OfType
+      >>> OfType(sm.ParamState)((), sm.ParamState(1.0))
+      True
+      >>> OfType(sm.ParamState)((), sm.ShortTermState(1.0))
+      False
+    """
+
+    __slots__ = ("type",)
+
+    def __init__(self, type: type) -> None:  # noqa: A002 - mirrors brainstate's signature
+        if not isinstance(type, builtins.type):
+            raise TypeError(f"OfType expects a type, got {builtins.type(type).__name__}: {type!r}")
+        self.type = type
+
+    def __call__(self, path: tuple, x: _AnyT) -> bool:
+        return isinstance(x, self.type)
+
+    def _key(self) -> tuple:
+        return (self.type,)
+
+    def __repr__(self) -> str:
+        return f"OfType({self.type.__name__})"
+
+
+class WithTag(_Pred):
+    """Matches objects whose ``tag`` is, or contains, the given string.
+
+    Example:
+      >>> from statemap.util.filter import WithTag
+      >>> WithTag("fast")((), sm.State(1.0, tag={"fast", "x"}))
+      True
+    """
+
+    __slots__ = ("tag",)
+
+    def __init__(self, tag: str) -> None:
+        if not isinstance(tag, str):
+            raise TypeError(f"WithTag expects a str tag, got {type(tag).__name__}: {tag!r}")
+        self.tag = tag
+
+    def __call__(self, path: tuple, x: _AnyT) -> bool:
+        tags = getattr(x, "tag", None)
+        if isinstance(tags, str):
+            return tags == self.tag
+        if isinstance(tags, (set, frozenset, list, tuple)):
+            return self.tag in tags
+        return False
+
+    def _key(self) -> tuple:
+        return (self.tag,)
+
+
+class PathContains(_Pred):
+    """Matches when the path contains `key` (as an element, or as a path entry's ``key``/``name``/``idx``).
+
+    Example:
+      >>> from statemap.util.filter import PathContains
+      >>> PathContains("weight")(("layers", 0, "weight"), None)
+      True
+    """
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+
+    def __call__(self, path: tuple, x: _AnyT) -> bool:
+        for p in path:
+            if p == self.key:
+                return True
+            for attr in ("key", "name", "idx"):
+                if getattr(p, attr, _MISSING) == self.key:
+                    return True
+        return False
+
+    def _key(self) -> tuple:
+        return (self.key,)
+
+
+_MISSING = object()
+
+
+class Any(_Pred):
+    """Matches when any of the filters matches (`Any()` matches nothing).
+
+    Example:
+      >>> from statemap.util.filter import Any
+      >>> Any(sm.ParamState, "fast")((), sm.State(0.0, tag="fast"))
+      True
+    """
+
+    __slots__ = ("predicates",)
+
+    def __init__(self, *filters: Filter) -> None:
+        self.predicates = tuple(to_predicate(f) for f in filters)
+
+    def __call__(self, path: tuple, x: _AnyT) -> bool:
+        return builtins.any(p(path, x) for p in self.predicates)
+
+    def _key(self) -> tuple:
+        return self.predicates
+
+
+class All(_Pred):
+    """Matches when all of the filters match (`All()` matches everything).
+
+    Example:
+      >>> from statemap.util.filter import All
+      >>> All(sm.ParamState, "fast")((), sm.ParamState(0.0, tag="fast"))
+      True
+    """
+
+    __slots__ = ("predicates",)
+
+    def __init__(self, *filters: Filter) -> None:
+        self.predicates = tuple(to_predicate(f) for f in filters)
+
+    def __call__(self, path: tuple, x: _AnyT) -> bool:
+        return builtins.all(p(path, x) for p in self.predicates)
+
+    def _key(self) -> tuple:
+        return self.predicates
+
+
+class Not(_Pred):
+    """Matches when the filter does not.
+
+    Example:
+      >>> from statemap.util.filter import Not
+      >>> Not(sm.ParamState)((), sm.ShortTermState(0.0))
+      True
+    """
+
+    __slots__ = ("predicate",)
+
+    def __init__(self, filter: Filter) -> None:  # noqa: A002
+        self.predicate = to_predicate(filter)
+
+    def __call__(self, path: tuple, x: _AnyT) -> bool:
+        return not self.predicate(path, x)
+
+    def _key(self) -> tuple:
+        return (self.predicate,)
+
+
+class Everything(_Pred):
+    """Matches everything.
+
+    Example:
+      >>> from statemap.util.filter import Everything
+      >>> Everything()((), 1)
+      True
+    """
+
+    __slots__ = ()
+
+    def __call__(self, path: tuple, x: _AnyT) -> bool:
+        return True
+
+    def _key(self) -> tuple:
+        return ()
+
+
+class Nothing(_Pred):
+    """Matches nothing.
+
+    Example:
+      >>> from statemap.util.filter import Nothing
+      >>> Nothing()((), 1)
+      False
+    """
+
+    __slots__ = ()
+
+    def __call__(self, path: tuple, x: _AnyT) -> bool:
+        return False
+
+    def _key(self) -> tuple:
+        return ()
+
+
+def to_predicate(filter: Filter) -> Predicate:  # noqa: A002
+    """Convert a filter to a predicate.
+
+    str → `WithTag`, type → `OfType`, True or ``...`` → `Everything`, False or None → `Nothing`, list/tuple →
+    `Any` of the items, a callable stays as it is. Anything else raises `TypeError`.
+
+    Example:
+      >>> from statemap.util.filter import to_predicate
+      >>> to_predicate(sm.ParamState), to_predicate("fast"), to_predicate(...), to_predicate(None)
+      (OfType(ParamState), WithTag('fast'), Everything(), Nothing())
+      >>> to_predicate([sm.ParamState, "fast"])
+      Any(OfType(ParamState), WithTag('fast'))
+      >>> to_predicate(3)
+      Traceback (most recent call last):
+      ...
+      TypeError: to_predicate: cannot use int 3 as a filter; expected a type, a tag str, True/False, ..., None, a callable (path, x) -> bool, or a list/tuple of those
+    """
+    if isinstance(filter, str):
+        return WithTag(filter)
+    if isinstance(filter, type):
+        return OfType(filter)
+    if filter is True or filter is Ellipsis:
+        return Everything()
+    if filter is False or filter is None:
+        return Nothing()
+    if isinstance(filter, (list, tuple)):
+        return Any(*filter)
+    if callable(filter):
+        return filter
+    raise TypeError(
+        f"to_predicate: cannot use {type(filter).__name__} {filter!r} as a filter; expected a type, a tag str, "
+        "True/False, ..., None, a callable (path, x) -> bool, or a list/tuple of those"
+    )
