@@ -1,7 +1,7 @@
 """The only module that touches JAX internals. Each entry says what it is, why, and which versions it covers.
 
-`tests/test_compat.py` exercises every entry, so a JAX upgrade that changes one fails loudly there, and another
-test checks that ``jax._src`` is imported nowhere else in the package.
+`tests/test_compat.py` exercises every entry, so a JAX upgrade that changes one fails loudly there, and
+another test checks that ``jax._src`` is imported nowhere else in the package.
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ def current_trace() -> Any:
 def new_trace_input(trace: Any, aval: Any) -> Any:
     """Add a fresh input variable of type `aval` to a `jax.make_jaxpr` trace that is being built.
 
-    Why: a stateful function discovers the states it reads only while it runs; each state becomes a jaxpr input
-    at its first touch, so the user's Python body runs once per signature. JAX has no public API for adding an
-    input mid-trace; `DynamicJaxprTrace.new_arg(aval, source_info)` does it (JAX 0.7 - 0.10).
+    Why: a stateful function discovers the states it reads only while it runs; each state becomes a jaxpr
+    input at its first touch, so the user's Python body runs once per signature. JAX has no public API for
+    adding an input mid-trace; `DynamicJaxprTrace.new_arg(aval, source_info)` does it (JAX 0.7 - 0.10).
     Fallback: none; a JAX that removes it fails `tests/test_compat.py::test_new_trace_input`.
     """
+    if isinstance(aval, jax.ShapeDtypeStruct):
+        aval = jax.core.ShapedArray(aval.shape, aval.dtype, weak_type=aval.weak_type)
     return trace.new_arg(aval, source_info_util.current())
 
 

@@ -105,6 +105,44 @@ def state_signature(state: State) -> tuple:
     return tuple(leaf_signature(x, "", "") for x in jax.tree_util.tree_leaves(state._value))
 
 
+def signature_key(
+    args: tuple, kwargs: dict, static_argnums: tuple[int, ...], static_argnames: tuple[str, ...], name: str
+) -> tuple[Hashable, list[Any]]:
+    """(cache key, dynamic argument leaves): the key holds static values and the arguments' abstract signature."""
+    if static_argnums:
+        static_pos = resolve_argnums(static_argnums, len(args), name)
+        statics = tuple(args[i] for i in static_pos)
+        dyn_args = [a for i, a in enumerate(args) if i not in static_pos]
+    else:
+        statics = ()
+        dyn_args = list(args)
+    if static_argnames and kwargs:
+        skw = tuple(sorted((k, v) for k, v in kwargs.items() if k in static_argnames))
+        dkw = {k: v for k, v in kwargs.items() if k not in static_argnames}
+    else:
+        skw = ()
+        dkw = kwargs
+    leaves, tree = jax.tree_util.tree_flatten((dyn_args, dkw))
+    try:
+        sig = tuple([(x.shape, x.dtype, x.weak_type) for x in leaves])
+    except AttributeError:
+        sig = tuple([leaf_signature(x, name, f"leaf {i}") for i, x in enumerate(leaves)])
+    key = (len(args), statics, skw, tree, sig)
+    try:
+        hash(key)
+    except TypeError:
+        raise TypeError(
+            message(
+                name,
+                "a static argument is not hashable",
+                "hashable values for static_argnums/static_argnames",
+                f"{statics + skw!r:.100}",
+                "pass it as a dynamic argument, or make it hashable (a tuple instead of a list)",
+            )
+        ) from None
+    return key, leaves
+
+
 class Traced:
     """One traced signature of a stateful function: its jaxpr, states and roles.
 
@@ -332,39 +370,7 @@ class StatefulFunction:
     # -- signature and cache -------------------------------------------------------------------------------
     def split(self, args: tuple, kwargs: dict) -> tuple[Hashable, list[Any]]:
         """(cache key, dynamic argument leaves) for a call."""
-        name = self.name
-        if self.static_argnums:
-            static_pos = resolve_argnums(self.static_argnums, len(args), name)
-            statics = tuple(args[i] for i in static_pos)
-            dyn_args = [a for i, a in enumerate(args) if i not in static_pos]
-        else:
-            statics = ()
-            dyn_args = list(args)
-        if self.static_argnames and kwargs:
-            skw = tuple(sorted((k, v) for k, v in kwargs.items() if k in self.static_argnames))
-            dkw = {k: v for k, v in kwargs.items() if k not in self.static_argnames}
-        else:
-            skw = ()
-            dkw = kwargs
-        leaves, tree = jax.tree_util.tree_flatten((dyn_args, dkw))
-        try:
-            sig = tuple([(x.shape, x.dtype, x.weak_type) for x in leaves])
-        except AttributeError:
-            sig = tuple([leaf_signature(x, name, f"leaf {i}") for i, x in enumerate(leaves)])
-        key = (len(args), statics, skw, tree, sig)
-        try:
-            hash(key)
-        except TypeError:
-            raise TypeError(
-                message(
-                    name,
-                    "a static argument is not hashable",
-                    "hashable values for static_argnums/static_argnames",
-                    f"{statics + skw!r:.100}",
-                    "pass it as a dynamic argument, or make it hashable (a tuple instead of a list)",
-                )
-            ) from None
-        return key, leaves
+        return signature_key(args, kwargs, self.static_argnums, self.static_argnames, self.name)
 
     def trace(self, *args: Any, **kwargs: Any) -> Traced:
         """Return the traced entry for this call's signature (tracing once if needed)."""

@@ -1,0 +1,293 @@
+"""Front-ends of the mapping engine: `vmap2`, `pmap2` and the declaration-based legacy `vmap`."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, overload
+
+import jax
+
+from .._errors import BatchAxisError, message
+from .._state import State
+from ._mapping import StatefulMapping
+from ._mapping_axes import StateIs
+
+__all__ = ["vmap2", "pmap2", "vmap"]
+
+
+@overload
+def vmap2(fn: Callable, **kwargs: Any) -> StatefulMapping: ...
+
+
+@overload
+def vmap2(fn: None = None, **kwargs: Any) -> Callable[[Callable], StatefulMapping]: ...
+
+
+def vmap2(
+    fn: Callable | None = None,
+    *,
+    in_axes: Any = 0,
+    out_axes: Any = 0,
+    axis_name: Hashable | None = None,
+    axis_size: int | None = None,
+    spmd_axis_name: Hashable | tuple[Hashable, ...] | None = None,
+    state_in_axes: Any = None,
+    state_out_axes: Any = None,
+    unexpected_out_state_mapping: str = "raise",
+    static_argnums: int | Sequence[int] = (),
+    static_argnames: str | Sequence[str] = (),
+) -> StatefulMapping | Callable[[Callable], StatefulMapping]:
+    """Vectorise `fn` over a mapped axis, like `jax.vmap`, batching the states it reads and writes.
+
+    States selected by `state_in_axes` enter one lane at a time and are written back on the same axis; other
+    states are broadcast; random states are split per lane. See `StatefulMapping` for every rule.
+
+    Args:
+      fn: Function to map. It may read and write `State`s it closes over.
+      in_axes / out_axes / axis_name / axis_size / spmd_axis_name: As in `jax.vmap` (kwargs map on axis 0).
+      state_in_axes: ``{axis: selector}`` selecting states that enter batched; others are broadcast.
+      state_out_axes: ``{axis: selector}`` for where written states' mapped axis goes.
+      unexpected_out_state_mapping: ``'raise'`` (default), ``'warn'``, ``'ignore'`` or ``'auto'``.
+      static_argnums / static_argnames: Arguments closed over as compile-time constants.
+
+    Returns:
+      A `StatefulMapping` (call it like `fn`); without `fn`, a decorator.
+
+    Raises:
+      BatchAxisError: a state is written per lane but `state_out_axes` does not select it, or axes are wrong.
+
+    Example:
+      >>> w = sm.State(jnp.zeros(3), name="w")
+      >>> @sm.transform.vmap2(state_in_axes={0: w}, state_out_axes={0: w})
+      ... def step(x):
+      ...     w.value = w.value + x
+      ...     return 2 * w.value
+      >>> step(jnp.arange(3.0))
+      Array([0., 2., 4.], dtype=float32)
+      >>> w.value
+      Array([0., 1., 2.], dtype=float32)
+
+      Each member of an ensemble gets its own dropout mask from the global generator:
+
+      >>> weights = sm.ParamState(jnp.ones((4, 3)), name="weights")  # 4 members
+      >>> @sm.transform.vmap2(state_in_axes={0: sm.ParamState})
+      ... def forward(x):
+      ...     keep = sm.random.bernoulli(0.5, size=x.shape)
+      ...     return (weights.value * jnp.where(keep, x, 0.0)).sum()
+      >>> forward(jnp.ones((4, 3))).shape
+      (4,)
+    """
+    options = dict(
+        in_axes=in_axes,
+        out_axes=out_axes,
+        axis_name=axis_name,
+        axis_size=axis_size,
+        spmd_axis_name=spmd_axis_name,
+        state_in_axes=state_in_axes,
+        state_out_axes=state_out_axes,
+        unexpected_out_state_mapping=unexpected_out_state_mapping,
+        static_argnums=static_argnums,
+        static_argnames=static_argnames,
+    )
+    if fn is None:
+        return functools.partial(vmap2, **options)  # type: ignore[return-value]
+    mapping_fn = jax.vmap if spmd_axis_name is None else functools.partial(jax.vmap, spmd_axis_name=spmd_axis_name)
+    return StatefulMapping(
+        fn,
+        in_axes=in_axes,
+        out_axes=out_axes,
+        state_in_axes=state_in_axes,
+        state_out_axes=state_out_axes,
+        unexpected_out_state_mapping=unexpected_out_state_mapping,
+        static_argnums=static_argnums,
+        static_argnames=static_argnames,
+        axis_size=axis_size,
+        axis_name=axis_name,
+        name="vmap2",
+        mapping_fn=mapping_fn,
+    )
+
+
+def pmap2(
+    fn: Callable | None = None,
+    axis_name: Hashable | None = None,
+    *,
+    in_axes: Any = 0,
+    out_axes: Any = 0,
+    static_broadcasted_argnums: int | Sequence[int] = (),
+    devices: Sequence[Any] | None = None,
+    backend: str | None = None,
+    axis_size: int | None = None,
+    donate_argnums: int | Sequence[int] = (),
+    state_in_axes: Any = None,
+    state_out_axes: Any = None,
+    unexpected_out_state_mapping: str = "raise",
+    static_argnames: str | Sequence[str] = (),
+) -> StatefulMapping | Callable[[Callable], StatefulMapping]:
+    """Map `fn` over devices, like `jax.pmap`, with the state semantics of `vmap2`.
+
+    `static_broadcasted_argnums` and `donate_argnums` count the user's own arguments. Each signature compiles
+    once (the pmapped function has a stable identity per plan).
+
+    Args:
+      fn: Function to map over devices.
+      axis_name / in_axes / out_axes / devices / backend / axis_size: As in `jax.pmap`.
+      static_broadcasted_argnums: Arguments passed as compile-time constants to every device (hashable).
+      donate_argnums: Arguments whose buffers may be reused for outputs.
+      state_in_axes / state_out_axes / unexpected_out_state_mapping: As in `vmap2`.
+      static_argnames: Keyword arguments passed as constants.
+
+    Returns:
+      A `StatefulMapping` using `jax.pmap`; without `fn`, a decorator.
+
+    Example:
+      >>> n = jax.local_device_count()
+      >>> total = sm.State(jnp.zeros(n), name="total")
+      >>> @sm.transform.pmap2(axis_name="d", state_in_axes={0: total}, state_out_axes={0: total})
+      ... def add(x):
+      ...     total.value = total.value + jax.lax.psum(x, "d")
+      ...     return total.value
+      >>> add(jnp.ones(n)).shape == (n,)
+      True
+    """
+    options = dict(
+        axis_name=axis_name,
+        in_axes=in_axes,
+        out_axes=out_axes,
+        static_broadcasted_argnums=static_broadcasted_argnums,
+        devices=devices,
+        backend=backend,
+        axis_size=axis_size,
+        donate_argnums=donate_argnums,
+        state_in_axes=state_in_axes,
+        state_out_axes=state_out_axes,
+        unexpected_out_state_mapping=unexpected_out_state_mapping,
+        static_argnames=static_argnames,
+    )
+    if fn is None:
+        return functools.partial(pmap2, **options)  # type: ignore[return-value]
+    pmap_kwargs = {}
+    if devices is not None:
+        pmap_kwargs["devices"] = devices
+    if backend is not None:
+        pmap_kwargs["backend"] = backend
+    mapping = StatefulMapping(
+        fn,
+        in_axes=in_axes,
+        out_axes=out_axes,
+        state_in_axes=state_in_axes,
+        state_out_axes=state_out_axes,
+        unexpected_out_state_mapping=unexpected_out_state_mapping,
+        static_argnums=static_broadcasted_argnums,
+        static_argnames=static_argnames,
+        axis_size=axis_size,
+        axis_name=axis_name,
+        name="pmap2",
+        mapping_fn=functools.partial(jax.pmap, **pmap_kwargs) if pmap_kwargs else jax.pmap,
+    )
+    if isinstance(donate_argnums, int):
+        donate_argnums = (donate_argnums,)
+    mapping._donate_argnums = tuple(donate_argnums)
+    return mapping
+
+
+def _declared_states(spec: Any, who: str, what: str) -> dict[int, list[State]]:
+    """Legacy declarations → ``{axis: [states]}``: ``{axis: {name: State} | [States] | State}`` or bare states."""
+    if spec is None:
+        return {}
+    if isinstance(spec, dict) and all(isinstance(k, int) and not isinstance(k, bool) for k in spec):
+        out: dict[int, list[State]] = {}
+        for axis, group in spec.items():
+            out[axis] = _states_of(group, who, what)
+        return out
+    return {0: _states_of(spec, who, what)}
+
+
+def _states_of(group: Any, who: str, what: str) -> list[State]:
+    leaves = jax.tree_util.tree_leaves(group)
+    bad = [x for x in leaves if not isinstance(x, State)]
+    if bad:
+        raise TypeError(
+            message(
+                who,
+                f"{what} must declare State objects",
+                f"{what}={{axis: {{name: State}}}}, {{axis: [States]}}, or States",
+                f"{type(bad[0]).__name__} {bad[0]!r:.40}",
+                "list the State objects themselves (not their values)",
+            )
+        )
+    return leaves
+
+
+def vmap(
+    fn: Callable | None = None,
+    *,
+    in_axes: Any = 0,
+    out_axes: Any = 0,
+    axis_name: Hashable | None = None,
+    axis_size: int | None = None,
+    spmd_axis_name: Hashable | tuple[Hashable, ...] | None = None,
+    in_states: Any = None,
+    out_states: Any = None,
+) -> StatefulMapping | Callable[[Callable], StatefulMapping]:
+    """Legacy, declaration-based mapping: states are declared by instance in `in_states` / `out_states`.
+
+    ``in_states={axis: {name: state}}`` (or ``{axis: [states]}``, or just states for axis 0) maps those states
+    per lane and writes them back on the same axis; `out_states` scatters written states. Any other state written
+    per lane is an error (policy ``'raise'``).
+
+    Example:
+      >>> h = sm.ShortTermState(jnp.zeros(2), name="h")
+      >>> f = sm.transform.vmap(lambda x: h.__setattr__("value", h.value + x), in_states={0: {"h": h}})
+      >>> _ = f(jnp.array([1.0, 2.0])); h.value
+      Array([1., 2.], dtype=float32)
+    """
+    options = dict(
+        in_axes=in_axes,
+        out_axes=out_axes,
+        axis_name=axis_name,
+        axis_size=axis_size,
+        spmd_axis_name=spmd_axis_name,
+        in_states=in_states,
+        out_states=out_states,
+    )
+    if fn is None:
+        return functools.partial(vmap, **options)  # type: ignore[return-value]
+    ins = _declared_states(in_states, "vmap", "in_states")
+    outs = _declared_states(out_states, "vmap", "out_states")
+    where: dict[int, tuple[int, State]] = {}
+    for axis, group in ins.items():
+        for s in group:
+            where[id(s)] = (axis, s)
+    for axis, group in outs.items():
+        for s in group:
+            if id(s) in where and where[id(s)][0] != axis:
+                raise BatchAxisError(
+                    message(
+                        "vmap",
+                        f"state {s._label()} is declared on axis {where[id(s)][0]} in in_states and on axis "
+                        f"{axis} in out_states",
+                        "one axis per state",
+                        f"in_states axis {where[id(s)][0]}, out_states axis {axis}",
+                        "declare it on the same axis in both (or only in in_states)",
+                    )
+                )
+    merged = {axis: list(group) for axis, group in ins.items()}
+    for axis, group in outs.items():
+        merged.setdefault(axis, []).extend(s for s in group if id(s) not in where)
+    mapping_fn = jax.vmap if spmd_axis_name is None else functools.partial(jax.vmap, spmd_axis_name=spmd_axis_name)
+    mapping = StatefulMapping(
+        fn,
+        in_axes=in_axes,
+        out_axes=out_axes,
+        state_in_axes={a: StateIs(*g) for a, g in ins.items() if g},
+        state_out_axes={a: StateIs(*g) for a, g in merged.items() if g},
+        unexpected_out_state_mapping="raise",
+        axis_size=axis_size,
+        axis_name=axis_name,
+        name="vmap",
+        mapping_fn=mapping_fn,
+    )
+    mapping._words = ("in_states", "out_states")
+    return mapping
