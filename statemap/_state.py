@@ -28,14 +28,23 @@ __all__ = [
     "NonBatchState",
 ]
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _CONTEXT = _trace.CONTEXT
 
 
+def _is_library_frame(module: str) -> bool:
+    """Frames of statemap's private modules, JAX, functools and contextlib: not where a user makes a state."""
+    if module.startswith(("jax.", "jaxlib.")) or module in ("functools", "contextlib"):
+        return True
+    return module.startswith("statemap.") and "._" in module
+
+
 def _creation_site() -> tuple[str, int]:
-    """(filename, line) of the first frame outside statemap: where the user created the state."""
+    """(filename, line) of the first frame outside the library: where the user created the state."""
     frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+    while frame is not None and (
+        not frame.f_code.co_filename.startswith(("<doctest", "<string>", "<stdin>"))
+        and _is_library_frame(frame.f_globals.get("__name__", ""))
+    ):
         frame = frame.f_back
     if frame is None:
         return ("<unknown>", 0)
@@ -48,7 +57,8 @@ class State:
     Args:
       value: A pytree of arrays (or scalars). Not a `State`.
       name: Optional name used in error messages and reprs.
-      **metadata: ``tag=`` (a str or a set of str) for `WithTag` filters; any other keyword becomes an attribute.
+      **metadata: ``tag=`` (a str or a set of str) for `WithTag` filters; any other keyword becomes an
+        attribute.
 
     Example:
       >>> w = sm.State(jnp.zeros(3), name="w", tag="param")
@@ -71,7 +81,7 @@ class State:
         if tag is not None:
             for t in [tag] if isinstance(tag, str) else tag:
                 self.add_tag(t)
-        self._level = len(_CONTEXT.stack)
+        self._place(len(_CONTEXT.stack))
         self._site = _creation_site()
         self._path: tuple = ()
         self._dead: str | None = None
@@ -105,7 +115,7 @@ class State:
 
     @property
     def path(self) -> tuple:
-        """Path of the state inside the `statemap.nn.Module` that owns it, e.g. ``('layers', 0, 'weight')``."""
+        """Path of the state inside the `statemap.nn.Module` owning it, e.g. ``('layers', 0, 'weight')``."""
         return self._path
 
     @property
@@ -115,12 +125,44 @@ class State:
 
     @property
     def stack_level(self) -> int:
-        """Number of statemap traces that were active when the state was created."""
-        return self._level
+        """Number of enclosing statemap traces this state is invisible to (those active at its creation)."""
+        level, stack = self._level, _CONTEXT.stack
+        if level and (len(stack) < level or stack[level - 1].serial != self._owner):
+            level = self._relevel(stack)
+        return level
 
     @stack_level.setter
     def stack_level(self, level: int) -> None:
-        self._level = max(0, int(level))
+        self._place(max(0, int(level)))
+
+    def _place(self, level: int) -> None:
+        # Remember which traces were active at this level (their serials), so that once the trace the state
+        # was created in finishes, the state becomes visible to every trace entered since (`_relevel`).
+        stack = _CONTEXT.stack
+        self._level = level
+        if level <= len(stack):
+            self._serials: tuple[int, ...] = tuple(t.serial for t in stack[:level])
+            self._owner = self._serials[-1] if level else 0
+        else:  # a level set by hand above the current stack: keep it as given
+            self._serials = ()
+            self._owner = -1
+
+    def _relevel(self, stack: list) -> int:
+        """The trace this state was created in has finished: lower its level to the traces still shared.
+
+        Without this, a state created inside one transform (with a concrete value) and used in a later,
+        unrelated transform would be invisible to it, and its writes would leak tracers
+        (tests/test_state.py::test_state_created_inside_a_finished_transform_is_seen_later).
+        """
+        if self._owner < 0:
+            return self._level
+        k = 0
+        for trace, serial in zip(stack, self._serials, strict=False):
+            if trace.serial != serial:
+                break
+            k += 1
+        self._place(k)
+        return k
 
     def _label(self) -> str:
         if self._name is not None:
@@ -139,8 +181,11 @@ class State:
         if self._dead is not None:
             self._raise_dead()
         stack = _CONTEXT.stack
-        if len(stack) > self._level:
-            for trace in stack[self._level :]:
+        level = self._level
+        if level and (len(stack) < level or stack[level - 1].serial != self._owner):
+            level = self._relevel(stack)
+        if len(stack) > level:
+            for trace in stack[level:]:
                 trace.on_read(self)
         return self._value
 
@@ -157,11 +202,14 @@ class State:
                 )
             )
         stack = _CONTEXT.stack
-        if len(stack) > self._level:
+        level = self._level
+        if level and (len(stack) < level or stack[level - 1].serial != self._owner):
+            level = self._relevel(stack)
+        if len(stack) > level:
             self._check_structure(value)
-            for trace in stack[self._level :]:
+            for trace in stack[level:]:
                 trace.on_write(self)
-        elif self._level == 0:
+        elif level == 0:
             self._check_no_tracer(value)
         self._value = self._check_value(value)
         self._dead = None
@@ -241,7 +289,8 @@ class State:
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
         new._site = _creation_site()
-        new._level = len(_CONTEXT.stack)
+        new._tag = None if self._tag is None else set(self._tag)
+        new._place(len(_CONTEXT.stack))
         return new
 
     def __repr__(self) -> str:

@@ -6,37 +6,64 @@ each iteration draws new numbers, and the mapping transforms split it per lane.
 
 from __future__ import annotations
 
+import operator
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import jax
 import numpy as np
 
+from .._errors import message
 from .._state import State
+from ._samplers import SamplerMethods, _check_key
 
-__all__ = ["RandomState", "DEFAULT", "seed", "split_key", "split_keys", "get_key", "set_key", "default_rng"]
+__all__ = [
+    "RandomState",
+    "DEFAULT",
+    "seed",
+    "seed_context",
+    "split_key",
+    "split_keys",
+    "get_key",
+    "set_key",
+    "default_rng",
+]
 
 
-def _to_key(seed_or_key: Any) -> Any:
+def _to_key(seed_or_key: Any, who: str = "RandomState") -> Any:
+    """A typed key from an int seed, an integer scalar array, a typed key, or raw ``uint32[..., 2]`` data."""
     if seed_or_key is None:
         seed_or_key = int.from_bytes(os.urandom(4), "little")
-    if isinstance(seed_or_key, (int, np.integer)):
+    if isinstance(seed_or_key, (int, np.integer)) and not isinstance(seed_or_key, (bool, np.bool_)):
         return jax.random.key(int(seed_or_key) % (2**32))
     if isinstance(seed_or_key, RandomState):
         return seed_or_key.value
     dtype = getattr(seed_or_key, "dtype", None)
-    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-        return seed_or_key
-    arr = seed_or_key
-    if getattr(arr, "shape", None) is not None and arr.shape[-1:] == (2,) and np.dtype(arr.dtype) == np.uint32:
-        return jax.random.wrap_key_data(arr)
+    shape = getattr(seed_or_key, "shape", None)
+    if dtype is not None and shape is not None:
+        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+            return seed_or_key
+        if np.dtype(dtype) == np.uint32 and tuple(shape)[-1:] == (2,):
+            return jax.random.wrap_key_data(seed_or_key)
+        if tuple(shape) == () and jax.dtypes.issubdtype(dtype, np.integer):
+            return jax.random.key(seed_or_key)  # also works on a traced seed
+    found = type(seed_or_key).__name__
+    if dtype is not None and shape is not None:
+        found += f" of dtype {dtype} and shape {tuple(shape)}"
     raise TypeError(
-        "RandomState: expected an int seed, a typed key (jax.random.key) or raw uint32[2] key data, "
-        f"got {type(seed_or_key).__name__}"
+        message(
+            who,
+            "seed_or_key is neither a seed nor a PRNG key",
+            "an int seed, an integer scalar array, a typed key (jax.random.key) or raw uint32[2] key data",
+            f"{found} {seed_or_key!r:.60}",
+            "pass an int such as 0, or a key from jax.random.key",
+        )
     )
 
 
-class RandomState(State):
+class RandomState(State, SamplerMethods):
     """A random number generator state: holds a typed JAX key and advances it on every draw.
 
     Args:
@@ -56,8 +83,22 @@ class RandomState(State):
         super().__init__(_to_key(seed_or_key), name, **metadata)
         self._backup: Any = None
 
+    def _sample(self, who: str, key: Any, draw: Callable[..., Any], *args: Any) -> Any:
+        """Run ``draw(key, *args)``: with `key` None, a key split off this generator (restored on failure)."""
+        if key is not None:
+            return draw(_check_key(who, key), *args)
+        before = self.value  # through the getter: inside a trace this is the traced key
+        try:
+            return draw(self.split_key(), *args)
+        except BaseException:
+            self.restore_value(before)
+            raise
+
     def split_key(self, n: int | None = None) -> Any:
         """Advance this generator and return one fresh key (``n=None``) or ``n`` keys of shape ``(n,)``.
+
+        Raises:
+          TypeError / ValueError: `n` is not an int >= 1; the key is left unchanged.
 
         Example:
           >>> rng = sm.random.RandomState(1)
@@ -68,27 +109,52 @@ class RandomState(State):
             new, out = jax.random.split(self.value)
             self.value = new
             return out
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-            raise TypeError(f"split_key: n must be an int or None, got {type(n).__name__}")
-        if n < 1:
-            raise ValueError(f"split_key: n must be >= 1, got {n}")
-        keys = jax.random.split(self.value, int(n) + 1)
+        try:
+            if isinstance(n, (bool, np.bool_)):
+                raise TypeError
+            num = operator.index(n)
+        except TypeError:
+            raise TypeError(
+                message(
+                    "split_key",
+                    "n is not an int",
+                    "None (one key) or a concrete int >= 1",
+                    f"{type(n).__name__} {n!r:.60}",
+                    "pass the number of keys as a Python int",
+                )
+            ) from None
+        if num < 1:
+            raise ValueError(
+                message(
+                    "split_key", "n is less than 1", "None (one key) or an int >= 1", f"n={num}", "pass n > 0"
+                )
+            )
+        keys = jax.random.split(self.value, num + 1)
         self.value = keys[0]
         return keys[1:]
 
     def seed(self, seed_or_key: Any = None) -> None:
         """Reset the key from a seed or key (a random seed when None).
 
+        Raises:
+          TypeError: `seed_or_key` is not a seed or key; the key is left unchanged.
+
         Example:
-          >>> rng = sm.random.RandomState(0); k = rng.split_key()
-          >>> rng.seed(0); bool(jax.random.key_data(rng.split_key() == k).all()) if False else True
+          >>> rng = sm.random.RandomState(0); a = rng.rand(2)
+          >>> rng.seed(0); bool((rng.rand(2) == a).all())
           True
         """
-        self.value = _to_key(seed_or_key)
+        self.value = _to_key(seed_or_key, "seed")
 
     def set_key(self, key: Any) -> None:
-        """Set the key (a typed key or raw ``uint32[2]`` data)."""
-        self.value = _to_key(key)
+        """Set the key (a typed key or raw ``uint32[2]`` data).
+
+        Example:
+          >>> rng = sm.random.RandomState(0); rng.set_key(jax.random.key(1))
+          >>> bool((rng.rand(2) == sm.random.RandomState(1).rand(2)).all())
+          True
+        """
+        self.value = _to_key(key, "set_key")
 
     def backup_key(self) -> None:
         """Save the current key (one slot); `restore_key` puts it back.
@@ -101,7 +167,13 @@ class RandomState(State):
         self._backup = self._value
 
     def restore_key(self) -> None:
-        """Restore the key saved by `backup_key`."""
+        """Restore the key saved by `backup_key`.
+
+        Example:
+          >>> rng = sm.random.RandomState(0); rng.backup_key(); a = rng.rand(2); rng.restore_key()
+          >>> bool((rng.rand(2) == a).all())
+          True
+        """
         if self._backup is None:
             raise ValueError("restore_key: no key was backed up; call backup_key() first")
         self.restore_value(self._backup)
@@ -117,7 +189,7 @@ class RandomState(State):
         return type(self)(self.split_key())
 
 
-DEFAULT = RandomState(np.random.SeedSequence().entropy % (2**32), name="random.DEFAULT")
+DEFAULT = RandomState(None, name="random.DEFAULT")  # a random seed
 
 
 def seed(seed_or_key: Any = None) -> None:
@@ -128,9 +200,37 @@ def seed(seed_or_key: Any = None) -> None:
       >>> sm.random.seed(42); bool((sm.random.rand(2) == a).all())
       True
     """
-    if isinstance(seed_or_key, (int, np.integer)):
+    DEFAULT.seed(seed_or_key)  # first: a bad seed raises before anything changes
+    if isinstance(seed_or_key, (int, np.integer)) and not isinstance(seed_or_key, (bool, np.bool_)):
         np.random.seed(int(seed_or_key) % (2**32))
-    DEFAULT.seed(seed_or_key)
+
+
+@contextmanager
+def seed_context(seed_or_key: Any = None) -> Iterator[None]:
+    """Seed `DEFAULT` (and NumPy's global generator, for an int) inside a block, restoring both afterwards.
+
+    Args:
+      seed_or_key: As for `seed`.
+    Raises:
+      TypeError: `seed_or_key` is not a seed or key (nothing is changed).
+
+    Example:
+      >>> key = sm.random.get_key()
+      >>> with sm.random.seed_context(1):
+      ...     a = sm.random.rand(2)
+      >>> with sm.random.seed_context(1):
+      ...     b = sm.random.rand(2)
+      >>> bool((a == b).all()), sm.random.get_key() is key
+      (True, True)
+    """
+    old_key = DEFAULT.value
+    old_np = np.random.get_state()
+    seed(seed_or_key)
+    try:
+        yield
+    finally:
+        DEFAULT.value = old_key
+        np.random.set_state(old_np)
 
 
 def split_key(n: int | None = None) -> Any:
@@ -144,17 +244,33 @@ def split_key(n: int | None = None) -> Any:
 
 
 def split_keys(n: int) -> Any:
-    """Advance `DEFAULT` and return ``n`` keys (same as ``split_key(n)``)."""
+    """Advance `DEFAULT` and return ``n`` keys (same as ``split_key(n)``).
+
+    Example:
+      >>> sm.random.split_keys(3).shape
+      (3,)
+    """
     return DEFAULT.split_key(n)
 
 
 def get_key() -> Any:
-    """The current key of `DEFAULT` (without advancing it)."""
+    """The current key of `DEFAULT` (without advancing it).
+
+    Example:
+      >>> key = sm.random.get_key(); _ = sm.random.rand(); sm.random.get_key() is key
+      False
+    """
     return DEFAULT.value
 
 
 def set_key(key: Any) -> None:
-    """Set the key of `DEFAULT`."""
+    """Set the key of `DEFAULT` (a typed key or raw ``uint32[2]`` data).
+
+    Example:
+      >>> sm.random.set_key(jax.random.key(3))
+      >>> bool((sm.random.rand(2) == sm.random.RandomState(3).rand(2)).all())
+      True
+    """
     DEFAULT.set_key(key)
 
 

@@ -1,12 +1,36 @@
 """Stateful transforms: jit, grad, control flow and state-aware mapping."""
 
+# --- control flow (issue 3): add re-exports below this line ---
+from ._conditions import cond as cond
+from ._conditions import switch as switch
+
+# --- autodiff (issue 3): add re-exports below this line ---
+from ._grad import GradientTransform as GradientTransform
+from ._grad import grad as grad
+from ._grad import hessian as hessian
+from ._grad import jacfwd as jacfwd
+from ._grad import jacrev as jacrev
+from ._grad import vector_grad as vector_grad
 from ._jit import JittedFunction as JittedFunction
 from ._jit import jit as jit
+from ._loops import for_loop as for_loop
+from ._loops import scan as scan
+from ._loops import while_loop as while_loop
 from ._make_jaxpr import StatefulFunction as StatefulFunction
 from ._make_jaxpr import make_jaxpr as make_jaxpr
-# --- autodiff (issue 3): add re-exports below this line ---
-# --- control flow (issue 3): add re-exports below this line ---
+
 # --- mapping (issue 4): add re-exports below this line ---
+from ._map import map as map
+from ._mapping import MappingPlan as MappingPlan
+from ._mapping import StatefulMapping as StatefulMapping
+from ._new_states import pmap2_new_states as pmap2_new_states
+from ._new_states import vmap2_new_states as vmap2_new_states
+from ._new_states import vmap_new_states as vmap_new_states
+from ._remat import checkpoint as checkpoint
+from ._remat import remat as remat
+from ._vmap import pmap2 as pmap2
+from ._vmap import vmap as vmap
+from ._vmap import vmap2 as vmap2
 
 __all__ = [
     "JittedFunction",
@@ -14,6 +38,28 @@ __all__ = [
     "jit",
     "make_jaxpr",
     # --- autodiff names ---
+    "GradientTransform",
+    "grad",
+    "hessian",
+    "jacfwd",
+    "jacrev",
+    "vector_grad",
     # --- control flow names ---
+    "checkpoint",
+    "cond",
+    "for_loop",
+    "remat",
+    "scan",
+    "switch",
+    "while_loop",
     # --- mapping names ---
+    "MappingPlan",
+    "map",
+    "StatefulMapping",
+    "pmap2",
+    "pmap2_new_states",
+    "vmap",
+    "vmap2",
+    "vmap2_new_states",
+    "vmap_new_states",
 ]

@@ -31,9 +31,7 @@ class _StaleTrace(Exception):
 
 
 def _run(entry: Traced, state_vals: list[Any], arg_leaves: list[Any]) -> tuple[list[Any], Any]:
-    sigs = tuple(
-        tuple(leaf_signature(x, "", "") for x in jax.tree_util.tree_leaves(v)) for v in state_vals
-    )
+    sigs = tuple(tuple(leaf_signature(x, "", "") for x in jax.tree_util.tree_leaves(v)) for v in state_vals)
     if sigs != entry.state_sigs:
         raise _StaleTrace
     return entry.call_flat(arg_leaves, state_vals)
@@ -60,7 +58,7 @@ class JittedFunction:
         self.donate_argnums = normalize_argnums(donate_argnums, "donate_argnums")
         self._jit_kwargs = jit_kwargs
         self._runners: dict[int, Callable] = {}
-        functools.update_wrapper(self, fun)
+        functools.update_wrapper(self, fun, updated=())
 
     def _runner(self, nargs: int) -> Callable:
         runner = self._runners.get(nargs)

@@ -53,7 +53,9 @@ def normalize_argnames(argnames: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(argnames)
 
 
-def resolve_argnums(argnums: tuple[int, ...], nargs: int, who: str, what: str = "static_argnums") -> tuple[int, ...]:
+def resolve_argnums(
+    argnums: tuple[int, ...], nargs: int, who: str, what: str = "static_argnums"
+) -> tuple[int, ...]:
     out = []
     for i in argnums:
         j = i + nargs if i < 0 else i
@@ -105,6 +107,16 @@ def state_signature(state: State) -> tuple:
     return tuple(leaf_signature(x, "", "") for x in jax.tree_util.tree_leaves(state._value))
 
 
+def leaf_names(dyn_args: Sequence[Any], dyn_kwargs: dict) -> list[str]:
+    """``args[0]['w']``-style names of the leaves of ``(dyn_args, dyn_kwargs)``, in flattening order."""
+    flat = jax.tree_util.tree_flatten_with_path((list(dyn_args), dyn_kwargs))[0]
+    out = []
+    for path, _ in flat:
+        head, *rest = path
+        out.append(("args" if head.idx == 0 else "kwargs") + jax.tree_util.keystr(tuple(rest)))
+    return out
+
+
 def signature_key(
     args: tuple, kwargs: dict, static_argnums: tuple[int, ...], static_argnames: tuple[str, ...], name: str
 ) -> tuple[Hashable, list[Any]]:
@@ -115,7 +127,7 @@ def signature_key(
         dyn_args = [a for i, a in enumerate(args) if i not in static_pos]
     else:
         statics = ()
-        dyn_args = list(args)
+        dyn_args = args
     if static_argnames and kwargs:
         skw = tuple(sorted((k, v) for k, v in kwargs.items() if k in static_argnames))
         dkw = {k: v for k, v in kwargs.items() if k not in static_argnames}
@@ -124,22 +136,24 @@ def signature_key(
         dkw = kwargs
     leaves, tree = jax.tree_util.tree_flatten((dyn_args, dkw))
     try:
-        sig = tuple([(x.shape, x.dtype, x.weak_type) for x in leaves])
+        sig = tuple([x.aval for x in leaves])  # jax.Array and tracers: hashable (shape, dtype, weak_type)
     except AttributeError:
-        sig = tuple([leaf_signature(x, name, f"leaf {i}") for i, x in enumerate(leaves)])
+        names = leaf_names(dyn_args, dkw)
+        sig = tuple([leaf_signature(x, name, w) for x, w in zip(leaves, names, strict=True)])
     key = (len(args), statics, skw, tree, sig)
-    try:
-        hash(key)
-    except TypeError:
-        raise TypeError(
-            message(
-                name,
-                "a static argument is not hashable",
-                "hashable values for static_argnums/static_argnames",
-                f"{statics + skw!r:.100}",
-                "pass it as a dynamic argument, or make it hashable (a tuple instead of a list)",
-            )
-        ) from None
+    if statics or skw:
+        try:
+            hash((statics, skw))
+        except TypeError:
+            raise TypeError(
+                message(
+                    name,
+                    "a static argument is not hashable",
+                    "hashable values for static_argnums/static_argnames",
+                    f"{statics + skw!r:.100}",
+                    "pass it as a dynamic argument, or make it hashable (a tuple instead of a list)",
+                )
+            ) from None
     return key, leaves
 
 
@@ -170,7 +184,9 @@ class Traced:
         "__weakref__",
     )
 
-    def __init__(self, jaxpr, states, written, read, out_states, state_treedefs, out_treedef, n_out, cacheable):
+    def __init__(
+        self, jaxpr, states, written, read, out_states, state_treedefs, out_treedef, n_out, cacheable
+    ):
         self.jaxpr = jaxpr
         self.states = tuple(states)
         self.written = tuple(written)
@@ -247,8 +263,8 @@ def trace_stateful(
     dyn_args = [a for i, a in enumerate(args) if i not in static_pos]
     dyn_kwargs = {k: v for k, v in kwargs.items() if k not in static_argnames}
     leaves, in_tree = jax.tree_util.tree_flatten((dyn_args, dyn_kwargs))
-    for i, leaf in enumerate(leaves):
-        leaf_signature(leaf, name, f"leaf {i}")
+    for leaf, where in zip(leaves, leaf_names(dyn_args, dyn_kwargs), strict=True):
+        leaf_signature(leaf, name, where)
     if abstract_args is not None:
         leaves = list(abstract_args)
     info: dict[str, Any] = {}
@@ -293,8 +309,11 @@ def trace_stateful(
 
     try:
         closed = jax.make_jaxpr(traced, axis_env=axis_env)(*leaves)
-    except StatemapError:
-        raise
+    except StatemapError as e:
+        # Our own errors are about the user's states/arguments: drop JAX's traceback-filtering note.
+        if getattr(e, "__notes__", None):
+            e.__notes__ = [n for n in e.__notes__ if "JAX_TRACEBACK_FILTERING" not in n]
+        raise e.with_traceback(None) from None
     except Exception as e:
         fname = getattr(fun, "__qualname__", None) or repr(fun)
         e.add_note(f"(raised while {name} traced {fname})")
@@ -312,7 +331,9 @@ def trace_stateful(
         cacheable,
     )
     for i in entry.out_states:
-        if info["treedefs"][i] != info["in_treedefs"][i]:  # pragma: no cover - State.value setter checks first
+        if (
+            info["treedefs"][i] != info["in_treedefs"][i]
+        ):  # pragma: no cover - State.value setter checks first
             raise StatemapError(f"{name}: {describe_state(entry.states[i])} changed pytree structure")
     entry.state_sigs = tuple(
         tuple(leaf_signature(x, "", "") for x in jax.tree_util.tree_leaves(v)) for v in info["originals"]
@@ -491,13 +512,15 @@ def make_jaxpr(
       >>> jaxpr, states = sm.transform.make_jaxpr(f)(jnp.ones(2))
       >>> print(jaxpr)
       { lambda ; a:f32[2] b:f32[2]. let
-          c:f32[2] = mul a 2.0:f32[]
-          d:f32[2] = add b a
-        in (c, d) }
+          c:f32[2] = add b a
+          d:f32[2] = mul a 2.0:f32[]
+        in (d, c) }
       >>> states
       (State(name='s', value=f32[2]),)
     """
-    sf = StatefulFunction(fun, static_argnums, static_argnames, axis_env, return_only_write, name="make_jaxpr")
+    sf = StatefulFunction(
+        fun, static_argnums, static_argnames, axis_env, return_only_write, name="make_jaxpr"
+    )
 
     @functools.wraps(fun)
     def wrapper(*args: Any, **kwargs: Any) -> tuple:

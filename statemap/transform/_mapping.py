@@ -54,7 +54,6 @@ from ._mapping_axes import (
     POLICIES,
     arg_leaf_axes,
     check_in_axes_type,
-    describe_arg,
     drop_axis,
     is_unmatched,
     leaf_size,
@@ -120,7 +119,9 @@ class MappingPlan:
         widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
         lines = [f"{self.name}: batch size {self.batch_size}, plan cache {self.cache}"]
         for j, row in enumerate(table):
-            lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+            lines.append(
+                "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            )
             if j == 0:
                 lines.append("  " + "  ".join("-" * w for w in widths))
         if not self.rows:
@@ -229,12 +230,15 @@ class StatefulMapping:
       ...                              state_out_axes={0: OfType(sm.ShortTermState)})(jnp.ones(3))
       Traceback (most recent call last):
       ...
-      statemap._errors.BatchAxisError: StatefulMapping: state 'scalar_counter' (ShortTermState, created at ...) is selected by state_in_axes on axis 0 but its value f32[] has no axis 0
+      statemap._errors.BatchAxisError: StatefulMapping: state 'scalar_counter' (ShortTermState, created at ...)
+        is selected by state_in_axes on axis 0 but its value f32[] has no axis 0
         expected: a value with a mapped axis 0 whose size is the batch size (one slot per lane)
         found:    shape () (0 dimension(s))
-        fix:      give the state an axis 0 of the batch size, e.g. ShortTermState(jnp.zeros(3)) for a 0-d value mapped over 3 lanes; or, for a running sum over the inputs, use statemap.transform.map(f, xs), which runs the lanes sequentially
+        fix:      give the state an axis 0 of the batch size, e.g. ShortTermState(jnp.zeros(3)) for a 0-d value
+        mapped over 3 lanes; or, for a running sum over the inputs, use statemap.transform.map(f, xs), which runs
+        the lanes sequentially
       >>> scalar.value
-      Array(0., dtype=float32)
+      Array(0., dtype=float32, weak_type=True)
     """
 
     def __init__(
@@ -269,10 +273,17 @@ class StatefulMapping:
                 )
             )
         check_in_axes_type(in_axes, who)
-        if axis_size is not None and (isinstance(axis_size, bool) or not isinstance(axis_size, int) or axis_size < 1):
+        if axis_size is not None and (
+            isinstance(axis_size, bool) or not isinstance(axis_size, int) or axis_size < 1
+        ):
             raise ValueError(
-                message(who, "axis_size must be a positive int", "axis_size >= 1 or None", repr(axis_size),
-                        "pass the number of lanes")
+                message(
+                    who,
+                    "axis_size must be a positive int",
+                    "axis_size >= 1 or None",
+                    repr(axis_size),
+                    "pass the number of lanes",
+                )
             )
         if not callable(mapping_fn):
             raise TypeError(f"{who}: mapping_fn must be callable, got {type(mapping_fn).__name__}")
@@ -383,7 +394,9 @@ class StatefulMapping:
         return functools.partial(self, obj)
 
     # -- building a plan ------------------------------------------------------------------------------------
-    def _build(self, key: Hashable, args: tuple, kwargs: dict, store: bool = True) -> tuple[_Plan, list[State]]:
+    def _build(
+        self, key: Hashable, args: tuple, kwargs: dict, store: bool = True
+    ) -> tuple[_Plan, list[State]]:
         self._misses += 1
         who = self.name
         static_pos = resolve_argnums(self.static_argnums, len(args), who)
@@ -674,14 +687,14 @@ class StatefulMapping:
                 )
             ) from None
         paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(dummy)[0]]
-        for ax, d, path in zip(flat, result_dims, paths, strict=True):
+        for j, (ax, d, path) in enumerate(zip(flat, result_dims, paths, strict=True)):
             if ax is None and d is not None:
                 raise BatchAxisError(
                     message(
                         who,
                         f"{self._describe_output(path)} depends on the mapped axis but out_axes is None for it",
                         "an int out_axes for every output that varies per lane",
-                        f"out_axes None for a per-lane output of {short_aval(entry.jaxpr.out_avals[path_index(paths, path)])}",
+                        f"out_axes None for a per-lane output of {short_aval(entry.jaxpr.out_avals[j])}",
                         "set out_axes=0 for it, or reduce it over the axis (jax.lax.psum with axis_name)",
                     )
                 )
@@ -696,9 +709,13 @@ class StatefulMapping:
         bad = [i for i in donated if i in static_pos]
         if bad:
             raise ValueError(
-                message(self.name, f"argument {bad[0]} is both static and donated", "donated arguments to be "
-                        "dynamic arrays", f"donate_argnums={self._donate_argnums}, static positions {static_pos}",
-                        "drop it from donate_argnums")
+                message(
+                    self.name,
+                    f"argument {bad[0]} is both static and donated",
+                    "donated arguments to be dynamic arrays",
+                    f"donate_argnums={self._donate_argnums}, static positions {static_pos}",
+                    "drop it from donate_argnums",
+                )
             )
         dyn = [i for i in range(nargs) if i not in static_pos]
         out: list[int] = []
@@ -801,10 +818,6 @@ def entry_original(entry: Traced, i: int, state: State) -> Any:
     return state._value
 
 
-def path_index(paths: list[Any], path: Any) -> int:
-    return paths.index(path)
-
-
 def _role_of(row: dict[str, Any]) -> Any:
     ax = row["in_axis"]
     if ax == "split-rng":
@@ -821,9 +834,7 @@ def _shape_str(value: Any) -> str:
 
 def _has_size(value: Any, axis: int, size: int) -> bool:
     leaves = jax.tree_util.tree_leaves(value)
-    return bool(leaves) and all(
-        len(getattr(x, "shape", ())) > axis and x.shape[axis] == size for x in leaves
-    )
+    return bool(leaves) and all(len(getattr(x, "shape", ())) > axis and x.shape[axis] == size for x in leaves)
 
 
 def _describe_leaf(path: Any) -> str:

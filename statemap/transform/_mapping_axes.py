@@ -165,7 +165,9 @@ def arg_leaf_axes(in_axes: Any, dyn_args: tuple, dyn_kwargs: dict, who: str) -> 
                 )
             ) from None
         if len(sub) != n:  # pragma: no cover - defensive
-            raise BatchAxisError(f"{who}: in_axes entry for argument {i} does not match the argument's leaves")
+            raise BatchAxisError(
+                f"{who}: in_axes entry for argument {i} does not match the argument's leaves"
+            )
         axes.extend(sub)
     axes.extend([0] * len(jax.tree_util.tree_leaves(dyn_kwargs)))
     return axes

@@ -220,7 +220,7 @@ def vmap_new_states(
       ...     made.append(sm.ShortTermState(scale * sm.random.uniform(size=2)))
       ...     return scale
       >>> make(2.0), made[0].value.shape
-      (Array(2., dtype=float32, weak_type=True), (3, 2))
+      (Array([2., 2., 2.], dtype=float32, weak_type=True), (3, 2))
     """
     if in_states is not None or out_states is not None:
         raise ValueError(
@@ -245,7 +245,9 @@ def vmap_new_states(
     )
     if fun is None:
         return functools.partial(vmap_new_states, **options)
-    mapping_fn = jax.vmap if spmd_axis_name is None else functools.partial(jax.vmap, spmd_axis_name=spmd_axis_name)
+    mapping_fn = (
+        jax.vmap if spmd_axis_name is None else functools.partial(jax.vmap, spmd_axis_name=spmd_axis_name)
+    )
 
     @functools.wraps(fun)
     def mapped(*args: Any) -> Any:

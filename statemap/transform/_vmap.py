@@ -92,7 +92,9 @@ def vmap2(
     )
     if fn is None:
         return functools.partial(vmap2, **options)  # type: ignore[return-value]
-    mapping_fn = jax.vmap if spmd_axis_name is None else functools.partial(jax.vmap, spmd_axis_name=spmd_axis_name)
+    mapping_fn = (
+        jax.vmap if spmd_axis_name is None else functools.partial(jax.vmap, spmd_axis_name=spmd_axis_name)
+    )
     return StatefulMapping(
         fn,
         in_axes=in_axes,
@@ -276,7 +278,9 @@ def vmap(
     merged = {axis: list(group) for axis, group in ins.items()}
     for axis, group in outs.items():
         merged.setdefault(axis, []).extend(s for s in group if id(s) not in where)
-    mapping_fn = jax.vmap if spmd_axis_name is None else functools.partial(jax.vmap, spmd_axis_name=spmd_axis_name)
+    mapping_fn = (
+        jax.vmap if spmd_axis_name is None else functools.partial(jax.vmap, spmd_axis_name=spmd_axis_name)
+    )
     mapping = StatefulMapping(
         fn,
         in_axes=in_axes,

@@ -1,0 +1,822 @@
+"""NumPy-style samplers: `RandomState` methods and module functions drawing from `DEFAULT`.
+
+Each distribution is implemented once, as a private pure function of an explicit key (``_normal(key, ...)``).
+`SamplerMethods` (a base class of `RandomState`) turns it into a method: with ``key=None`` the method draws a
+key with ``self.split_key()`` (a state write, so transforms thread the generator), otherwise it uses the given
+key and leaves the state alone. The public module functions (`normal`, ...) call the method on `DEFAULT`.
+
+Shapes follow NumPy: ``size=None`` gives the broadcast shape of the distribution parameters, and a given
+``size`` must be one the parameters broadcast to. Parameters are broadcast explicitly, so the samplers work
+under ``jax_numpy_rank_promotion="raise"``.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+from jax.typing import ArrayLike, DTypeLike
+
+from .._compat import is_tracer
+from .._errors import message
+
+if TYPE_CHECKING:
+    from ._rng import RandomState
+
+__all__ = [
+    "rand",
+    "randn",
+    "randint",
+    "random",
+    "uniform",
+    "normal",
+    "truncated_normal",
+    "bernoulli",
+    "choice",
+    "permutation",
+    "shuffle",
+    "exponential",
+    "gamma",
+    "beta",
+    "poisson",
+    "categorical",
+    "multivariate_normal",
+]
+
+Size = int | Sequence[int] | None
+
+_MVN_METHODS = ("cholesky", "eigh", "svd")
+
+
+# -- argument helpers ---------------------------------------------------------------------------------------
+def _dim(who: str, what: str, d: Any) -> int:
+    try:
+        if isinstance(d, bool):
+            raise TypeError
+        n = operator.index(d)
+    except TypeError:
+        raise TypeError(
+            message(
+                who,
+                f"{what} is not an integer",
+                "non-negative ints",
+                f"{type(d).__name__} {d!r:.60}",
+                f"pass whole numbers, e.g. {who}(size=(2, 3))" if what.startswith("size") else f"{who}(2, 3)",
+            )
+        ) from None
+    if n < 0:
+        raise ValueError(
+            message(who, f"{what} is negative", "non-negative ints", f"{n}", "use sizes >= 0")
+        )
+    return n
+
+
+def _size(who: str, size: Size) -> tuple[int, ...] | None:
+    """Normalise a NumPy `size` (None, an int, or a sequence of ints) to a shape tuple."""
+    if size is None:
+        return None
+    if isinstance(size, (tuple, list)) or (isinstance(size, (np.ndarray, jax.Array)) and np.ndim(size) == 1):
+        return tuple(_dim(who, f"size[{i}]", d) for i, d in enumerate(size))
+    return (_dim(who, "size", size),)
+
+
+def _shape_of(who: str, size: Size, **params: Any) -> tuple[int, ...]:
+    """`size` as a tuple, or the broadcast shape of the (non-None) parameters when `size` is None."""
+    shape = _size(who, size)
+    shapes = {name: np.shape(p) for name, p in params.items() if p is not None}
+    if shape is None:
+        try:
+            return tuple(np.broadcast_shapes(*shapes.values()))
+        except ValueError:
+            found = ", ".join(f"{k} of shape {s}" for k, s in shapes.items())
+            raise ValueError(
+                message(
+                    who,
+                    "the distribution parameters do not broadcast together",
+                    "parameter shapes that broadcast (NumPy rules)",
+                    found,
+                    "reshape the parameters so they broadcast, or pass size=",
+                )
+            ) from None
+    for name, s in shapes.items():
+        ok = len(s) <= len(shape) and all(a in (1, b) for a, b in zip(s[::-1], shape[::-1], strict=False))
+        if not ok:
+            raise ValueError(
+                message(
+                    who,
+                    f"{name} of shape {s} does not broadcast to size {shape}",
+                    f"{name} with a shape that broadcasts to size",
+                    f"{name} shape {s}, size {shape}",
+                    f"pass a size ending in {s}, or leave size=None to use the shape of the parameters",
+                )
+            )
+    return shape
+
+
+def _fit(x: ArrayLike, shape: tuple[int, ...], dtype: Any = None) -> Array:
+    return jnp.broadcast_to(jnp.asarray(x, dtype), shape)
+
+
+def _check_key(who: str, key: Any) -> Any:
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and (
+        jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+        or (np.dtype(dtype) == np.uint32 and np.shape(key)[-1:] == (2,))
+    ):
+        return key
+    raise TypeError(
+        message(
+            who,
+            "key is not a PRNG key",
+            "a typed key (jax.random.key) or raw uint32[2] key data",
+            f"{type(key).__name__} {key!r:.60}",
+            "pass key=jax.random.key(seed), or leave key=None to draw from the generator",
+        )
+    )
+
+
+# -- the samplers, as pure functions of a key ---------------------------------------------------------------
+def _rand(key: Any, dn: tuple[int, ...]) -> Array:
+    return jax.random.uniform(key, dn)
+
+
+def _randn(key: Any, dn: tuple[int, ...]) -> Array:
+    return jax.random.normal(key, dn)
+
+
+def _randint(key: Any, low: ArrayLike, high: ArrayLike | None, size: Size, dtype: DTypeLike) -> Array:
+    if high is None:
+        low, high = 0, low
+    shape = _shape_of("randint", size, low=low, high=high)
+    return jax.random.randint(key, shape, _fit(low, shape), _fit(high, shape), dtype)
+
+
+def _random(key: Any, size: Size) -> Array:
+    return jax.random.uniform(key, _size("random", size) or ())
+
+
+def _uniform(key: Any, low: ArrayLike, high: ArrayLike, size: Size, dtype: DTypeLike | None) -> Array:
+    shape = _shape_of("uniform", size, low=low, high=high)
+    return jax.random.uniform(key, shape, dtype, _fit(low, shape), _fit(high, shape))
+
+
+def _normal(
+    key: Any, loc: ArrayLike | None, scale: ArrayLike | None, size: Size, dtype: DTypeLike | None
+) -> Array:
+    shape = _shape_of("normal", size, loc=loc, scale=scale)
+    x = jax.random.normal(key, shape, dtype)
+    if scale is not None:
+        x = x * _fit(scale, shape, x.dtype)
+    if loc is not None:
+        x = x + _fit(loc, shape, x.dtype)
+    return x
+
+
+def _truncated_normal(
+    key: Any, lower: ArrayLike, upper: ArrayLike, size: Size, loc: ArrayLike, scale: ArrayLike
+) -> Array:
+    shape = _shape_of("truncated_normal", size, lower=lower, upper=upper, loc=loc, scale=scale)
+    dtype = jnp.result_type(float)
+    loc_, scale_ = _fit(loc, shape, dtype), _fit(scale, shape, dtype)
+    lo = (_fit(lower, shape, dtype) - loc_) / scale_
+    hi = (_fit(upper, shape, dtype) - loc_) / scale_
+    return jax.random.truncated_normal(key, lo, hi, shape) * scale_ + loc_
+
+
+def _bernoulli(key: Any, p: ArrayLike, size: Size) -> Array:
+    if not is_tracer(p):
+        arr = np.asarray(p)
+        if arr.dtype.kind in "biuf" and np.any((arr < 0) | (arr > 1)):
+            raise ValueError(
+                message(
+                    "bernoulli",
+                    "p is not a probability",
+                    "0 <= p <= 1",
+                    f"p with values in [{arr.min()}, {arr.max()}]",
+                    "clip or rescale p into [0, 1]",
+                )
+            )
+    shape = _shape_of("bernoulli", size, p=p)
+    return jax.random.bernoulli(key, _fit(p, shape), shape)
+
+
+def _choice(key: Any, a: int | ArrayLike, size: Size, replace: bool, p: ArrayLike | None) -> Array:
+    return jax.random.choice(key, a, _size("choice", size) or (), replace, p)
+
+
+def _permutation(key: Any, x: int | ArrayLike, axis: int, independent: bool) -> Array:
+    return jax.random.permutation(key, x, axis, independent)
+
+
+def _shuffle(key: Any, x: ArrayLike, axis: int) -> Array:
+    if np.ndim(x) == 0:
+        raise TypeError(
+            message(
+                "shuffle",
+                "x has no axis to shuffle",
+                "an array with at least one axis",
+                f"{type(x).__name__} {x!r:.60}",
+                "pass an array, or use permutation(n) for a permuted range(n)",
+            )
+        )
+    return _permutation(key, x, axis, False)
+
+
+def _exponential(key: Any, scale: ArrayLike | None, size: Size) -> Array:
+    shape = _shape_of("exponential", size, scale=scale)
+    x = jax.random.exponential(key, shape)
+    return x if scale is None else x * _fit(scale, shape, x.dtype)
+
+
+def _gamma(key: Any, shape_: ArrayLike, scale: ArrayLike | None, size: Size) -> Array:
+    shape = _shape_of("gamma", size, shape=shape_, scale=scale)
+    x = jax.random.gamma(key, _fit(shape_, shape), shape)
+    return x if scale is None else x * _fit(scale, shape, x.dtype)
+
+
+def _beta(key: Any, a: ArrayLike, b: ArrayLike, size: Size) -> Array:
+    shape = _shape_of("beta", size, a=a, b=b)
+    return jax.random.beta(key, _fit(a, shape), _fit(b, shape), shape)
+
+
+def _poisson(key: Any, lam: ArrayLike, size: Size) -> Array:
+    shape = _shape_of("poisson", size, lam=lam)
+    return jax.random.poisson(key, _fit(lam, shape), shape)
+
+
+def _categorical(key: Any, logits: ArrayLike, axis: int, size: Size) -> Array:
+    return jax.random.categorical(key, logits, axis, _size("categorical", size))
+
+
+def _multivariate_normal(key: Any, mean: ArrayLike, cov: ArrayLike, size: Size, method: str) -> Array:
+    if method not in _MVN_METHODS:
+        raise ValueError(
+            message(
+                "multivariate_normal",
+                f"unknown method {method!r}",
+                f"one of {_MVN_METHODS}",
+                repr(method),
+                "use method='cholesky' (fast), 'eigh' or 'svd' (for singular covariances)",
+            )
+        )
+    return jax.random.multivariate_normal(key, mean, cov, _size("multivariate_normal", size), method=method)
+
+
+# -- methods of RandomState ---------------------------------------------------------------------------------
+class SamplerMethods:
+    """The sampling methods of `RandomState` (a base class; `RandomState` provides `_sample`).
+
+    With ``key=None`` a method advances the generator (a state write, threaded by transforms); with a key it
+    only uses that key. If a draw fails, the generator keeps its key.
+    """
+
+    __slots__ = ()
+
+    def _sample(self, who: str, key: Any, draw: Callable[..., Array], *args: Any) -> Array:
+        raise NotImplementedError
+
+    def rand(self, *dn: int, key: Any = None) -> Array:
+        """Uniform samples in ``[0, 1)`` of shape ``dn`` (like `numpy.random.rand`).
+
+        Args:
+          *dn: The dimensions of the result (none: a scalar).
+          key: A PRNG key to use instead of advancing this generator.
+        Returns:
+          A float array of shape ``dn``.
+        Example:
+          >>> rng = sm.random.RandomState(0)
+          >>> x = rng.rand(2, 3)
+          >>> x.shape, x.dtype, bool(((0 <= x) & (x < 1)).all())
+          ((2, 3), dtype('float32'), True)
+        """
+        dims = tuple(_dim("rand", f"dimension {i}", d) for i, d in enumerate(dn))
+        return self._sample("rand", key, _rand, dims)
+
+    def randn(self, *dn: int, key: Any = None) -> Array:
+        """Standard normal samples of shape ``dn`` (like `numpy.random.randn`).
+
+        Args:
+          *dn: The dimensions of the result (none: a scalar).
+          key: A PRNG key to use instead of advancing this generator.
+        Returns:
+          A float array of shape ``dn``.
+        Example:
+          >>> sm.random.RandomState(0).randn(4).shape
+          (4,)
+        """
+        dims = tuple(_dim("randn", f"dimension {i}", d) for i, d in enumerate(dn))
+        return self._sample("randn", key, _randn, dims)
+
+    def randint(
+        self,
+        low: ArrayLike,
+        high: ArrayLike | None = None,
+        size: Size = None,
+        dtype: DTypeLike = int,
+        key: Any = None,
+    ) -> Array:
+        """Integers drawn uniformly from ``[low, high)``, or ``[0, low)`` when `high` is None.
+
+        Args:
+          low: Lowest value (inclusive), or the exclusive upper bound when `high` is None.
+          high: Upper bound (exclusive).
+          size: Output shape; None broadcasts `low` and `high`.
+          dtype: An integer dtype (default: JAX's default int).
+          key: A PRNG key to use instead of advancing this generator.
+        Returns:
+          An integer array.
+        Example:
+          >>> x = sm.random.RandomState(0).randint(3, 7, size=5)
+          >>> x.shape, bool(((3 <= x) & (x < 7)).all())
+          ((5,), True)
+        """
+        return self._sample("randint", key, _randint, low, high, size, dtype)
+
+    def random(self, size: Size = None, key: Any = None) -> Array:
+        """Uniform samples in ``[0, 1)`` of shape `size` (like `numpy.random.random`).
+
+        Args:
+          size: Output shape (None: a scalar).
+          key: A PRNG key to use instead of advancing this generator.
+        Returns:
+          A float array.
+        Example:
+          >>> sm.random.RandomState(0).random((2, 2)).shape
+          (2, 2)
+        """
+        return self._sample("random", key, _random, size)
+
+    def uniform(
+        self,
+        low: ArrayLike = 0.0,
+        high: ArrayLike = 1.0,
+        size: Size = None,
+        key: Any = None,
+        dtype: DTypeLike | None = None,
+    ) -> Array:
+        """Uniform samples in ``[low, high)``.
+
+        Args:
+          low: Lower bound (inclusive).
+          high: Upper bound (exclusive).
+          size: Output shape; None broadcasts `low` and `high`.
+          key: A PRNG key to use instead of advancing this generator.
+          dtype: A float dtype (default: JAX's default float).
+        Returns:
+          A float array.
+        Example:
+          >>> x = sm.random.RandomState(0).uniform(jnp.array([0.0, 10.0]), 11.0)
+          >>> x.shape, bool(x[1] >= 10)
+          ((2,), True)
+        """
+        return self._sample("uniform", key, _uniform, low, high, size, dtype)
+
+    def normal(
+        self,
+        loc: ArrayLike | None = None,
+        scale: ArrayLike | None = None,
+        size: Size = None,
+        key: Any = None,
+        dtype: DTypeLike | None = None,
+    ) -> Array:
+        """Normal samples with mean `loc` and standard deviation `scale`.
+
+        Args:
+          loc: Mean (None: 0).
+          scale: Standard deviation (None: 1).
+          size: Output shape; None broadcasts `loc` and `scale`.
+          key: A PRNG key to use instead of advancing this generator.
+          dtype: A float dtype (default: JAX's default float).
+        Returns:
+          A float array; ``jax.random.normal(key, shape) * scale + loc`` for the key drawn.
+        Example:
+          >>> rng = sm.random.RandomState(0)
+          >>> rng.normal(size=(2, 3)).shape, rng.normal(jnp.zeros(4), 2.0).shape
+          ((2, 3), (4,))
+        """
+        return self._sample("normal", key, _normal, loc, scale, size, dtype)
+
+    def truncated_normal(
+        self,
+        lower: ArrayLike,
+        upper: ArrayLike,
+        size: Size = None,
+        loc: ArrayLike = 0.0,
+        scale: ArrayLike = 1.0,
+        key: Any = None,
+    ) -> Array:
+        """Normal samples with mean `loc` and standard deviation `scale`, truncated to ``[lower, upper]``.
+
+        Args:
+          lower: Lower truncation bound (in the units of the samples, not standardised).
+          upper: Upper truncation bound.
+          size: Output shape; None broadcasts all four parameters.
+          loc: Mean of the untruncated normal.
+          scale: Standard deviation of the untruncated normal.
+          key: A PRNG key to use instead of advancing this generator.
+        Returns:
+          A float array.
+        Example:
+          >>> x = sm.random.RandomState(0).truncated_normal(-1.0, 1.0, size=100, loc=0.5)
+          >>> x.shape, bool(((-1 <= x) & (x <= 1)).all())
+          ((100,), True)
+        """
+        return self._sample("truncated_normal", key, _truncated_normal, lower, upper, size, loc, scale)
+
+    def bernoulli(self, p: ArrayLike = 0.5, size: Size = None, key: Any = None) -> Array:
+        """Boolean samples that are True with probability `p`.
+
+        Args:
+          p: Probability of True, in ``[0, 1]``.
+          size: Output shape; None uses the shape of `p`.
+          key: A PRNG key to use instead of advancing this generator.
+        Returns:
+          A bool array.
+        Raises:
+          ValueError: `p` is concrete and outside ``[0, 1]``.
+        Example:
+          >>> sm.random.RandomState(0).bernoulli(jnp.array([0.0, 1.0]))
+          Array([False,  True], dtype=bool)
+        """
+        return self._sample("bernoulli", key, _bernoulli, p, size)
+
+    def choice(
+        self,
+        a: int | ArrayLike,
+        size: Size = None,
+        replace: bool = True,
+        p: ArrayLike | None = None,
+        key: Any = None,
+    ) -> Array:
+        """Samples from the elements of `a` (or from ``range(a)`` when `a` is an int).
+
+        Args:
+          a: An int n (sample from ``range(n)``) or a 1-D array.
+          size: Output shape (None: a scalar).
+          replace: Whether to sample with replacement.
+          p: Probabilities of the elements (None: uniform).
+          key: A PRNG key to use instead of advancing this generator.
+        Returns:
+          An array of shape `size`.
+        Example:
+          >>> x = sm.random.RandomState(0).choice(5, size=5, replace=False)
+          >>> sorted(x.tolist())
+          [0, 1, 2, 3, 4]
+        """
+        return self._sample("choice", key, _choice, a, size, replace, p)
+
+    def permutation(
+        self, x: int | ArrayLike, axis: int = 0, independent: bool = False, key: Any = None
+    ) -> Array:
+        """A permutation of ``range(x)`` (int `x`), or of an array along `axis`.
+
+        Args:
+          x: An int n or an array.
+          axis: The axis to permute.
+          independent: Permute each slice along `axis` independently.
+          key: A PRNG key to use instead of advancing this generator.
+        Returns:
+          The permuted array.
+        Example:
+          >>> sorted(sm.random.RandomState(0).permutation(4).tolist())
+          [0, 1, 2, 3]
+        """
+        return self._sample("permutation", key, _permutation, x, axis, independent)
+
+    def shuffle(self, x: ArrayLike, axis: int = 0, key: Any = None) -> Array:
+        """A shuffled copy of `x` along `axis` (JAX arrays are immutable: nothing is shuffled in place).
+
+        Args:
+          x: An array with at least one axis.
+          axis: The axis to shuffle.
+          key: A PRNG key to use instead of advancing this generator.
+        Returns:
+          The shuffled copy.
+        Example:
+          >>> x = sm.random.RandomState(0).shuffle(jnp.arange(6).reshape(3, 2))
+          >>> sorted(x[:, 0].tolist()), bool((x[:, 1] == x[:, 0] + 1).all())
+          ([0, 2, 4], True)
+        """
+        return self._sample("shuffle", key, _shuffle, x, axis)
+
+    def exponential(self, scale: ArrayLike | None = None, size: Size = None, key: Any = None) -> Array:
+        """Exponential samples with mean `scale`.
+
+        Args:
+          scale: The mean, ``1 / rate`` (None: 1).
+          size: Output shape; None uses the shape of `scale`.
+          key: A PRNG key to use instead of advancing this generator.
+        Returns:
+          A float array.
+        Example:
+          >>> x = sm.random.RandomState(0).exponential(2.0, size=3)
+          >>> x.shape, bool((x >= 0).all())
+          ((3,), True)
+        """
+        return self._sample("exponential", key, _exponential, scale, size)
+
+    def gamma(
+        self, shape: ArrayLike, scale: ArrayLike | None = None, size: Size = None, key: Any = None
+    ) -> Array:
+        """Gamma samples with shape `shape` and scale `scale` (NumPy's parametrisation).
+
+        Args:
+          shape: The shape parameter k > 0.
+          scale: The scale parameter (None: 1).
+          size: Output shape; None broadcasts `shape` and `scale`.
+          key: A PRNG key to use instead of advancing this generator.
+        Returns:
+          A float array.
+        Example:
+          >>> sm.random.RandomState(0).gamma(jnp.array([1.0, 2.0, 3.0]), 2.0).shape
+          (3,)
+        """
+        return self._sample("gamma", key, _gamma, shape, scale, size)
+
+    def beta(self, a: ArrayLike, b: ArrayLike, size: Size = None, key: Any = None) -> Array:
+        """Beta samples with parameters `a` and `b`.
+
+        Args:
+          a: First shape parameter (> 0).
+          b: Second shape parameter (> 0).
+          size: Output shape; None broadcasts `a` and `b`.
+          key: A PRNG key to use instead of advancing this generator.
+        Returns:
+          A float array with values in ``[0, 1]``.
+        Example:
+          >>> x = sm.random.RandomState(0).beta(2.0, 5.0, size=(2, 2))
+          >>> x.shape, bool(((0 <= x) & (x <= 1)).all())
+          ((2, 2), True)
+        """
+        return self._sample("beta", key, _beta, a, b, size)
+
+    def poisson(self, lam: ArrayLike = 1.0, size: Size = None, key: Any = None) -> Array:
+        """Poisson samples with rate `lam`.
+
+        Args:
+          lam: The rate (>= 0).
+          size: Output shape; None uses the shape of `lam`.
+          key: A PRNG key to use instead of advancing this generator.
+        Returns:
+          An integer array.
+        Example:
+          >>> x = sm.random.RandomState(0).poisson(3.0, size=4)
+          >>> x.shape, x.dtype
+          ((4,), dtype('int32'))
+        """
+        return self._sample("poisson", key, _poisson, lam, size)
+
+    def categorical(self, logits: ArrayLike, axis: int = -1, size: Size = None, key: Any = None) -> Array:
+        """Category indices drawn with probabilities ``softmax(logits)`` along `axis`.
+
+        Args:
+          logits: Unnormalised log-probabilities.
+          axis: The category axis of `logits`.
+          size: Output shape (as `jax.random.categorical`'s ``shape``: it must broadcast with the shape of
+            `logits` without `axis`); None uses that shape.
+          key: A PRNG key to use instead of advancing this generator.
+        Returns:
+          An integer array of indices.
+        Example:
+          >>> logits = jnp.log(jnp.array([[1.0, 0.0], [0.0, 1.0]]))
+          >>> sm.random.RandomState(0).categorical(logits)
+          Array([0, 1], dtype=int32)
+        """
+        return self._sample("categorical", key, _categorical, logits, axis, size)
+
+    def multivariate_normal(
+        self,
+        mean: ArrayLike,
+        cov: ArrayLike,
+        size: Size = None,
+        method: str = "cholesky",
+        key: Any = None,
+    ) -> Array:
+        """Multivariate normal samples with mean `mean` (``(..., n)``) and covariance `cov` (``(..., n, n)``).
+
+        Args:
+          mean: The mean vector(s).
+          cov: The covariance matrix (matrices), symmetric positive (semi-)definite.
+          size: Batch shape of the result (it must broadcast with the batch shapes of `mean` and `cov`); None
+            uses their broadcast batch shape.
+          method: How to factor `cov`: ``'cholesky'``, ``'eigh'`` or ``'svd'``.
+          key: A PRNG key to use instead of advancing this generator.
+        Returns:
+          A float array of shape ``size + (n,)``.
+        Example:
+          >>> sm.random.RandomState(0).multivariate_normal(jnp.zeros(2), jnp.eye(2), size=5).shape
+          (5, 2)
+        """
+        return self._sample("multivariate_normal", key, _multivariate_normal, mean, cov, size, method)
+
+
+# -- module functions: the same samplers on DEFAULT ---------------------------------------------------------
+def _default() -> RandomState:
+    # Imported at call time: `_rng` (which defines DEFAULT) imports this module for `SamplerMethods`.
+    from ._rng import DEFAULT
+
+    return DEFAULT
+
+
+def rand(*dn: int, key: Any = None) -> Array:
+    """Uniform samples in ``[0, 1)`` of shape ``dn`` from `DEFAULT`; see `RandomState.rand`.
+
+    Example:
+      >>> sm.random.rand(2, 3).shape
+      (2, 3)
+    """
+    return _default().rand(*dn, key=key)
+
+
+def randn(*dn: int, key: Any = None) -> Array:
+    """Standard normal samples of shape ``dn`` from `DEFAULT`; see `RandomState.randn`.
+
+    Example:
+      >>> sm.random.randn(3).shape
+      (3,)
+    """
+    return _default().randn(*dn, key=key)
+
+
+def randint(
+    low: ArrayLike, high: ArrayLike | None = None, size: Size = None, dtype: DTypeLike = int, key: Any = None
+) -> Array:
+    """Integers in ``[low, high)`` (or ``[0, low)``) from `DEFAULT`; see `RandomState.randint`.
+
+    Example:
+      >>> x = sm.random.randint(10, size=(2, 2))
+      >>> x.shape, bool(((0 <= x) & (x < 10)).all())
+      ((2, 2), True)
+    """
+    return _default().randint(low, high, size, dtype, key=key)
+
+
+def random(size: Size = None, key: Any = None) -> Array:
+    """Uniform samples in ``[0, 1)`` of shape `size` from `DEFAULT`; see `RandomState.random`.
+
+    Example:
+      >>> sm.random.random(3).shape
+      (3,)
+    """
+    return _default().random(size, key=key)
+
+
+def uniform(
+    low: ArrayLike = 0.0,
+    high: ArrayLike = 1.0,
+    size: Size = None,
+    key: Any = None,
+    dtype: DTypeLike | None = None,
+) -> Array:
+    """Uniform samples in ``[low, high)`` from `DEFAULT`; see `RandomState.uniform`.
+
+    Example:
+      >>> x = sm.random.uniform(-1.0, 1.0, size=4)
+      >>> x.shape, bool((abs(x) <= 1).all())
+      ((4,), True)
+    """
+    return _default().uniform(low, high, size, key=key, dtype=dtype)
+
+
+def normal(
+    loc: ArrayLike | None = None,
+    scale: ArrayLike | None = None,
+    size: Size = None,
+    key: Any = None,
+    dtype: DTypeLike | None = None,
+) -> Array:
+    """Normal samples from `DEFAULT`; see `RandomState.normal`.
+
+    Example:
+      >>> sm.random.normal(1.0, 0.1, size=(2, 3)).shape
+      (2, 3)
+    """
+    return _default().normal(loc, scale, size, key=key, dtype=dtype)
+
+
+def truncated_normal(
+    lower: ArrayLike,
+    upper: ArrayLike,
+    size: Size = None,
+    loc: ArrayLike = 0.0,
+    scale: ArrayLike = 1.0,
+    key: Any = None,
+) -> Array:
+    """Truncated normal samples from `DEFAULT`; see `RandomState.truncated_normal`.
+
+    Example:
+      >>> x = sm.random.truncated_normal(0.0, 2.0, size=3)
+      >>> x.shape, bool(((0 <= x) & (x <= 2)).all())
+      ((3,), True)
+    """
+    return _default().truncated_normal(lower, upper, size, loc, scale, key=key)
+
+
+def bernoulli(p: ArrayLike = 0.5, size: Size = None, key: Any = None) -> Array:
+    """Boolean samples from `DEFAULT`; see `RandomState.bernoulli`.
+
+    Example:
+      >>> sm.random.bernoulli(0.3, size=4).dtype
+      dtype('bool')
+    """
+    return _default().bernoulli(p, size, key=key)
+
+
+def choice(
+    a: int | ArrayLike, size: Size = None, replace: bool = True, p: ArrayLike | None = None, key: Any = None
+) -> Array:
+    """Samples from `a` drawn with `DEFAULT`; see `RandomState.choice`.
+
+    Example:
+      >>> x = sm.random.choice(jnp.array([10, 20, 30]), size=4, p=jnp.array([0.0, 1.0, 0.0]))
+      >>> x
+      Array([20, 20, 20, 20], dtype=int32)
+    """
+    return _default().choice(a, size, replace, p, key=key)
+
+
+def permutation(x: int | ArrayLike, axis: int = 0, independent: bool = False, key: Any = None) -> Array:
+    """A permutation drawn with `DEFAULT`; see `RandomState.permutation`.
+
+    Example:
+      >>> sorted(sm.random.permutation(jnp.array([3, 1, 2])).tolist())
+      [1, 2, 3]
+    """
+    return _default().permutation(x, axis, independent, key=key)
+
+
+def shuffle(x: ArrayLike, axis: int = 0, key: Any = None) -> Array:
+    """A shuffled copy of `x` drawn with `DEFAULT`; see `RandomState.shuffle`.
+
+    Example:
+      >>> sorted(sm.random.shuffle(jnp.arange(4)).tolist())
+      [0, 1, 2, 3]
+    """
+    return _default().shuffle(x, axis, key=key)
+
+
+def exponential(scale: ArrayLike | None = None, size: Size = None, key: Any = None) -> Array:
+    """Exponential samples from `DEFAULT`; see `RandomState.exponential`.
+
+    Example:
+      >>> sm.random.exponential(size=(2, 2)).shape
+      (2, 2)
+    """
+    return _default().exponential(scale, size, key=key)
+
+
+def gamma(shape: ArrayLike, scale: ArrayLike | None = None, size: Size = None, key: Any = None) -> Array:
+    """Gamma samples from `DEFAULT`; see `RandomState.gamma`.
+
+    Example:
+      >>> sm.random.gamma(2.0, size=3).shape
+      (3,)
+    """
+    return _default().gamma(shape, scale, size, key=key)
+
+
+def beta(a: ArrayLike, b: ArrayLike, size: Size = None, key: Any = None) -> Array:
+    """Beta samples from `DEFAULT`; see `RandomState.beta`.
+
+    Example:
+      >>> sm.random.beta(jnp.ones(3), 2.0).shape
+      (3,)
+    """
+    return _default().beta(a, b, size, key=key)
+
+
+def poisson(lam: ArrayLike = 1.0, size: Size = None, key: Any = None) -> Array:
+    """Poisson samples from `DEFAULT`; see `RandomState.poisson`.
+
+    Example:
+      >>> sm.random.poisson(jnp.array([0.0, 0.0]))
+      Array([0, 0], dtype=int32)
+    """
+    return _default().poisson(lam, size, key=key)
+
+
+def categorical(logits: ArrayLike, axis: int = -1, size: Size = None, key: Any = None) -> Array:
+    """Category indices drawn with `DEFAULT`; see `RandomState.categorical`.
+
+    Example:
+      >>> sm.random.categorical(jnp.zeros((4, 3)), size=(2, 4)).shape
+      (2, 4)
+    """
+    return _default().categorical(logits, axis, size, key=key)
+
+
+def multivariate_normal(
+    mean: ArrayLike, cov: ArrayLike, size: Size = None, method: str = "cholesky", key: Any = None
+) -> Array:
+    """Multivariate normal samples from `DEFAULT`; see `RandomState.multivariate_normal`.
+
+    Example:
+      >>> sm.random.multivariate_normal(jnp.zeros(3), jnp.eye(3)).shape
+      (3,)
+    """
+    return _default().multivariate_normal(mean, cov, size, method, key=key)

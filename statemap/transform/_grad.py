@@ -1,0 +1,744 @@
+"""Stateful automatic differentiation: `grad`, `vector_grad`, `jacrev`, `jacfwd` and `hessian`.
+
+Passes, per call:
+  1. Trace (once per signature, cached): `StatefulFunction` runs the user's Python body under
+     `jax.make_jaxpr` and finds the states it touches and which of them it writes.
+  2. Pure function: ``pure((grad_state_values, diff_args)) -> (value, (value, aux, new_written_values))``
+     evaluates the traced jaxpr. The values of the `grad_states` and of the differentiated positional
+     arguments come from its input; every other state value and argument is a constant.
+  3. JAX transform: `jax.grad` / `jax.vjp` / `jax.jacrev` / `jax.jacfwd` / `jax.hessian` with
+     ``has_aux=True`` is applied to `pure`. Written states travel as auxiliary data, so they are written back
+     once (their new values) and never differentiated.
+  4. Restructure: JAX's derivatives follow ``(grad_state_values, diff_args)``; they are rearranged into the
+     structure the user asked for (`grad_states` as given, `argnums` as in JAX).
+
+State values are read with `read_values` and written with `write_back`, so these transforms record their
+reads and writes in enclosing statemap traces and compose with `jit`, `scan` and the mapping transforms.
+
+Caveats:
+  - `grad_states` are fixed when the transform is created; a `Module` given as `grad_states` is expanded to
+    the `ParamState`s it holds at that moment.
+  - Only positional arguments can be differentiated; keyword arguments are constants, as in JAX.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, overload
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._errors import describe_state, message, tree_aval
+from .._state import ParamState, State
+from ..nn._module import Module
+from ._make_jaxpr import StatefulFunction, Traced, read_values, resolve_argnums, write_back
+
+__all__ = ["GradientTransform", "grad", "vector_grad", "jacrev", "jacfwd", "hessian"]
+
+# A `grad_states` spec mirrors the structure the user gave, with each State replaced by its index into the
+# list of distinct grad states (containers are dict/list/tuple, so an int is always a slot).
+_Spec = Any
+
+
+def _parse_grad_states(grad_states: Any, who: str) -> tuple[list[State], _Spec]:
+    """Distinct states (first-seen order) and the spec used to rebuild derivatives in the user's structure."""
+    states: list[State] = []
+    index: dict[int, int] = {}
+
+    def visit(x: Any, where: str) -> _Spec:
+        if isinstance(x, State):
+            k = index.get(id(x))
+            if k is None:
+                k = index[id(x)] = len(states)
+                states.append(x)
+            return k
+        if isinstance(x, Module):
+            return visit(x.states(ParamState), where)
+        if isinstance(x, dict):
+            return {key: visit(v, f"{where}[{key!r}]") for key, v in x.items()}
+        if isinstance(x, list):
+            return [visit(v, f"{where}[{i}]") for i, v in enumerate(x)]
+        if isinstance(x, tuple):
+            items = [visit(v, f"{where}[{i}]") for i, v in enumerate(x)]
+            return type(x)(*items) if hasattr(x, "_fields") else tuple(items)
+        found = tree_aval(x) if hasattr(x, "shape") else f"{type(x).__name__} {x!r:.60}"
+        raise TypeError(
+            message(
+                who,
+                f"grad_states{where} is not a State",
+                "a State, a list/tuple/dict of States (e.g. `module.states(ParamState)`), or a Module",
+                found,
+                "pass the State itself (not its .value), or select states with `module.states(filter)`",
+            )
+        )
+
+    return states, visit(grad_states, "")
+
+
+def _rebuild(spec: _Spec, values: Sequence[Any]) -> Any:
+    if isinstance(spec, int):
+        return values[spec]
+    if isinstance(spec, dict):
+        return {key: _rebuild(v, values) for key, v in spec.items()}
+    if isinstance(spec, list):
+        return [_rebuild(v, values) for v in spec]
+    items = [_rebuild(v, values) for v in spec]
+    return type(spec)(*items) if hasattr(spec, "_fields") else tuple(items)
+
+
+def _check_differentiable(states: Sequence[State], values: Sequence[Any], who: str) -> None:
+    """Name the state when JAX would refuse an integer/bool/key grad state (JAX's message names no state)."""
+    for s, v in zip(states, values, strict=True):
+        for leaf in jax.tree_util.tree_leaves(v):
+            dtype = getattr(leaf, "dtype", None)
+            if dtype is None:
+                dtype = jnp.result_type(leaf)
+            if not jnp.issubdtype(dtype, np.inexact):
+                raise TypeError(
+                    message(
+                        who,
+                        f"{describe_state(s)} in grad_states holds a non-float value, which has no gradient",
+                        "float or complex values in every grad state",
+                        tree_aval(v),
+                        "remove it from grad_states, or pass allow_int=True to get float0 (zero) gradients",
+                    )
+                )
+
+
+# -- the JAX transforms applied to the pure function; each returns (derivatives, aux) -----------------------
+def _do_grad(pure: Callable, diff: Any, opts: dict) -> tuple[Any, Any]:
+    return jax.grad(pure, has_aux=True, **opts)(diff)
+
+
+def _do_vector_grad(pure: Callable, diff: Any, opts: dict) -> tuple[Any, Any]:
+    value, vjp_fn, aux = jax.vjp(pure, diff, has_aux=True)
+    (g,) = vjp_fn(jax.tree_util.tree_map(jnp.ones_like, value))
+    return g, aux
+
+
+def _do_jacrev(pure: Callable, diff: Any, opts: dict) -> tuple[Any, Any]:
+    return jax.jacrev(pure, has_aux=True, **opts)(diff)
+
+
+def _do_jacfwd(pure: Callable, diff: Any, opts: dict) -> tuple[Any, Any]:
+    return jax.jacfwd(pure, has_aux=True, **opts)(diff)
+
+
+def _do_hessian(pure: Callable, diff: Any, opts: dict) -> tuple[Any, Any]:
+    return jax.hessian(pure, has_aux=True, **opts)(diff)
+
+
+# kind -> (JAX transform, derivatives carry a leading level per output leaf, levels of the input structure)
+_KINDS: dict[str, tuple[Callable, bool, int]] = {
+    "grad": (_do_grad, False, 1),
+    "vector_grad": (_do_vector_grad, False, 1),
+    "jacrev": (_do_jacrev, True, 1),
+    "jacfwd": (_do_jacfwd, True, 1),
+    "hessian": (_do_hessian, True, 2),
+}
+
+
+class GradientTransform:
+    """The callable returned by `grad`, `vector_grad`, `jacrev`, `jacfwd` and `hessian`.
+
+    Call it like the original function. The Python body runs once per abstract signature (argument
+    shapes/dtypes and shapes of the states it touches); later calls evaluate the cached trace.
+
+    Attributes:
+      origin_fun: The wrapped function.
+      stateful: The `StatefulFunction` holding the traced signatures.
+      grad_states: The distinct states differentiated, in the order first given.
+
+    Example:
+      >>> w = sm.ParamState(jnp.array(3.0), name="w")
+      >>> g = sm.transform.grad(lambda x: w.value * x, grad_states=w)
+      >>> type(g).__name__, g.grad_states
+      ('GradientTransform', (ParamState(name='w', value=f32[]),))
+      >>> g(2.0)
+      Array(2., dtype=float32, weak_type=True)
+    """
+
+    def __init__(
+        self,
+        fun: Callable,
+        kind: str,
+        grad_states: Any = None,
+        argnums: int | Sequence[int] | None = None,
+        has_aux: bool | None = None,
+        return_value: bool = False,
+        _bound: bool = False,
+        **options: Any,
+    ) -> None:
+        if kind not in _KINDS:
+            raise ValueError(f"GradientTransform: unknown kind {kind!r}; expected one of {sorted(_KINDS)}")
+        if not callable(fun):
+            raise TypeError(
+                message(
+                    kind,
+                    "the function to differentiate is not callable",
+                    "a function (or use it as a decorator)",
+                    f"{type(fun).__name__} {fun!r:.60}",
+                    f"pass a function: {kind}(f, ...) or @{kind}(...)",
+                )
+            )
+        self._fun = fun
+        self._kind = kind
+        self._apply, self._per_output, self._levels = _KINDS[kind]
+        # `_bound`: the twin used when the transform decorates a method; `self` is its first argument,
+        # static (hashed by the instance) and not counted by argnums.
+        self._nbound = int(_bound)
+        self._stateful = StatefulFunction(fun, static_argnums=(0,) if _bound else (), name=kind)
+        self._init_args = (grad_states, argnums, has_aux, return_value, options)
+        self._method_twin: GradientTransform | None = None
+        if grad_states is None:
+            self._states: list[State] = []
+            self._spec: _Spec = None
+        else:
+            self._states, self._spec = _parse_grad_states(grad_states, kind)
+        if argnums is None and grad_states is None:
+            argnums = 0
+        self._single_arg = isinstance(argnums, int)
+        if argnums is None:
+            self._argnums: tuple[int, ...] | None = None
+        elif isinstance(argnums, int) and not isinstance(argnums, bool):
+            self._argnums = (argnums,)
+        else:
+            try:
+                self._argnums = tuple(argnums)  # type: ignore[arg-type]
+            except TypeError:
+                self._argnums = None
+            if (
+                self._argnums is None
+                or isinstance(argnums, bool)
+                or not all(isinstance(i, int) and not isinstance(i, bool) for i in self._argnums)
+            ):
+                raise TypeError(
+                    message(
+                        kind,
+                        "argnums is not an int or a sequence of ints",
+                        "an int, or a tuple of ints, naming positional arguments",
+                        f"argnums={argnums!r}",
+                        "pass e.g. argnums=0 or argnums=(0, 1)",
+                    )
+                )
+        self._has_aux = bool(has_aux)
+        self._return_value = bool(return_value)
+        self._options = options
+        self._check_ints = kind != "vector_grad" and not options.get("allow_int", False)
+        self._arg_plans: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+        # Per traced entry: for each state it touches, its index among the grad states (None if not one).
+        self._slots: weakref.WeakKeyDictionary[Traced, list[int | None]] = weakref.WeakKeyDictionary()
+        # updated=(): copying the wrapped callable's __dict__ would import another transform's internals.
+        functools.update_wrapper(self, fun, updated=())
+
+    # Properties, not instance attributes: a wrapper that copies our __dict__ must not pick them up.
+    @property
+    def origin_fun(self) -> Callable:
+        """The wrapped function."""
+        return self._fun
+
+    @property
+    def stateful(self) -> StatefulFunction:
+        """The `StatefulFunction` holding the traced signatures."""
+        return self._stateful
+
+    @property
+    def grad_states(self) -> tuple[State, ...]:
+        """The distinct states differentiated, in the order first given."""
+        return tuple(self._states)
+
+    # -- helpers --------------------------------------------------------------------------------------------
+    def _arg_plan(self, nargs: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(sorted distinct positions to differentiate, index into them for each argnums entry)."""
+        plan = self._arg_plans.get(nargs)
+        if plan is None:
+            if self._argnums is None:
+                plan = ((), ())
+            else:
+                n = nargs - self._nbound
+                resolve_argnums(self._argnums, n, self._kind, "argnums")  # range check and its message
+                user = [(i + n if i < 0 else i) + self._nbound for i in self._argnums]
+                positions = tuple(sorted(set(user)))
+                plan = (positions, tuple(positions.index(i) for i in user))
+            self._arg_plans[nargs] = plan
+        return plan
+
+    def _assemble(self, d: Any, pick: tuple[int, ...]) -> Any:
+        """Derivatives shaped like ``(grad_state_values, diff_args)`` → the structure the user asked for."""
+        state_d, arg_d = d
+        if self._argnums is None:
+            return _rebuild(self._spec, state_d)
+        args_out = arg_d[pick[0]] if self._single_arg else tuple(arg_d[j] for j in pick)
+        if self._spec is None:
+            return args_out
+        return _rebuild(self._spec, state_d), args_out
+
+    def _restructure(self, derivs: Any, diff_tree: Any, value: Any, pick: tuple[int, ...]) -> Any:
+        def level(x: Any, depth: int) -> Any:
+            if depth > 1:
+                x = diff_tree.unflatten([level(sub, depth - 1) for sub in diff_tree.flatten_up_to(x)])
+            return self._assemble(x, pick)
+
+        if not self._per_output:
+            return level(derivs, self._levels)
+        out_tree: Any = jax.tree_util.tree_structure(value)
+        return out_tree.unflatten([level(sub, self._levels) for sub in out_tree.flatten_up_to(derivs)])
+
+    def _pure(
+        self,
+        entry: Traced,
+        slots: list[int | None],
+        others: list[Any],
+        args: tuple,
+        kwargs: dict,
+        positions: tuple[int, ...],
+    ) -> Callable:
+        has_aux = self._has_aux
+        kind = self._kind
+        nbound = self._nbound
+
+        def pure(diff: Any) -> tuple[Any, Any]:
+            grad_vals, diff_args = diff
+            call_args = list(args)
+            for p, v in zip(positions, diff_args, strict=True):
+                call_args[p] = v
+            arg_leaves = jax.tree_util.tree_leaves((call_args[nbound:], kwargs))
+            it = iter(others)
+            values = [next(it) if k is None else grad_vals[k] for k in slots]
+            new_values, out = entry.call_flat(arg_leaves, values)
+            if has_aux:
+                if not (isinstance(out, (tuple, list)) and len(out) == 2):
+                    raise TypeError(
+                        message(
+                            kind,
+                            "has_aux=True but the function did not return a pair",
+                            "a pair (output, aux)",
+                            f"{type(out).__name__} {tree_aval(out)}",
+                            "return `(output, aux)`, or set has_aux=False",
+                        )
+                    )
+                value, aux = out
+            else:
+                value, aux = out, None
+            return value, (value, aux, new_values)
+
+        return pure
+
+    # -- call -----------------------------------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        sf = self._stateful
+        key, _ = sf.split(args, kwargs)
+        positions, pick = self._arg_plan(len(args))
+        entry = sf._lookup(key, args, kwargs)
+        slots = self._slots.get(entry)
+        if slots is None:
+            grad_index = {id(s): k for k, s in enumerate(self._states)}
+            slots = self._slots[entry] = [grad_index.get(id(s)) for s in entry.states]
+        others = read_values([s for s, k in zip(entry.states, slots, strict=True) if k is None])
+        grad_vals = read_values(self._states)
+        if self._check_ints:
+            _check_differentiable(self._states, grad_vals, self._kind)
+        diff = (grad_vals, tuple(args[p] for p in positions))
+        pure = self._pure(entry, slots, others, args, kwargs, positions)
+        derivs, (value, aux, new_values) = self._apply(pure, diff, self._options)
+        write_back(entry.states, entry.out_states, new_values)
+        derivs = self._restructure(derivs, jax.tree_util.tree_structure(diff), value, pick)
+        out: tuple[Any, ...] = (derivs,)
+        if self._return_value:
+            out += (value,)
+        if self._has_aux:
+            out += (aux,)
+        return out if len(out) > 1 else derivs
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        # As a method: the instance is bound like `grad(obj.method)`, so argnums counts the arguments after
+        # `self`. One twin transform (with `self` static) serves every instance, one trace per instance.
+        if obj is None or self._nbound:
+            return self
+        twin = self._method_twin
+        if twin is None:
+            grad_states, argnums, has_aux, return_value, options = self._init_args
+            twin = GradientTransform(
+                self._fun, self._kind, grad_states, argnums, has_aux, return_value, _bound=True, **options
+            )
+            twin._states, twin._spec = self._states, self._spec  # a Module stays expanded as at creation
+            self._method_twin = twin
+        return functools.partial(twin, obj)
+
+    def clear_cache(self) -> None:
+        """Forget every traced signature (including those of the instances of a decorated method)."""
+        self._stateful.clear_cache()
+        if self._method_twin is not None:
+            self._method_twin.clear_cache()
+
+
+# -- public functions --------------------------------------------------------------------------------------
+_Decorator = Callable[[Callable], GradientTransform]
+
+
+@overload
+def grad(
+    fun: Callable,
+    grad_states: Any = None,
+    argnums: int | Sequence[int] | None = None,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: bool | None = None,
+    return_value: bool = False,
+) -> GradientTransform: ...
+
+
+@overload
+def grad(
+    fun: None = None,
+    grad_states: Any = None,
+    argnums: int | Sequence[int] | None = None,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: bool | None = None,
+    return_value: bool = False,
+) -> _Decorator: ...
+
+
+def grad(
+    fun: Callable | None = None,
+    grad_states: Any = None,
+    argnums: int | Sequence[int] | None = None,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: bool | None = None,
+    return_value: bool = False,
+) -> GradientTransform | _Decorator:
+    """Gradient of a scalar function with respect to states and/or positional arguments, like `jax.grad`.
+
+    States the function writes (counters, running statistics, RNG keys) are not differentiated: each call
+    writes their new values back once. The Python body runs once per abstract signature; if it raises, every
+    state keeps its previous value.
+
+    Args:
+      fun: Function returning a scalar (or ``(scalar, aux)`` with `has_aux`). It may read and write `State`s
+        it closes over; don't pass states as arguments.
+      grad_states: States to differentiate: a `State`, a list/tuple/dict of States (for example
+        ``module.states(ParamState)``, a dict path → State), or a `statemap.nn.Module`, meaning all the
+        `ParamState`s it holds (a dict path → State). The gradients come back in the same structure. A state
+        the function never reads gets a zero gradient.
+      argnums: Positional argument(s) to differentiate, as in `jax.grad`. Defaults to 0 when `grad_states`
+        is None, else to no argument.
+      holomorphic: As in `jax.grad`.
+      allow_int: As in `jax.grad`; integer states or arguments get float0 gradients.
+      has_aux: If True, `fun` returns ``(value, aux)`` and `aux` is returned too.
+      return_value: If True, the value of `fun` is returned too.
+
+    Returns:
+      A `GradientTransform`, called like `fun`. It returns the gradients: those of `grad_states` only,
+      those of `argnums` only (a single gradient for an int, a tuple for a sequence), or
+      ``(state_grads, arg_grads)`` when both are given. With `return_value` and/or `has_aux` it returns
+      ``(grads, value)``, ``(grads, aux)`` or ``(grads, value, aux)``: grads first, then the value, then aux.
+      Used as a decorator with arguments when `fun` is None. On a method, the instance is bound first, as
+      in ``grad(obj.method)``: `argnums` counts the arguments after ``self``.
+
+    Raises:
+      TypeError: `grad_states` holds something that is not a State, or (without `allow_int`) a grad state
+        holds an integer value.
+      StateArgumentError: a State is passed as an argument.
+
+    Example:
+      >>> w = sm.ParamState(jnp.array([1.0, 2.0]), name="w")
+      >>> n = sm.ShortTermState(jnp.array(0), name="n")
+      >>> @sm.transform.grad(grad_states=w, return_value=True)
+      ... def loss(x):
+      ...     n.value = n.value + 1
+      ...     return jnp.sum(w.value * x) ** 2
+      >>> loss(jnp.array([1.0, 1.0]))
+      (Array([6., 6.], dtype=float32), Array(9., dtype=float32))
+      >>> n.value
+      Array(1, dtype=int32, weak_type=True)
+
+      With both states and arguments, state gradients come first:
+
+      >>> gw, gx = sm.transform.grad(lambda x: jnp.sum(w.value * x), grad_states=w, argnums=0)(jnp.ones(2))
+      >>> gw, gx
+      (Array([1., 1.], dtype=float32), Array([1., 2.], dtype=float32))
+    """
+    if fun is None:
+        return functools.partial(
+            grad,
+            grad_states=grad_states,
+            argnums=argnums,
+            holomorphic=holomorphic,
+            allow_int=allow_int,
+            has_aux=has_aux,
+            return_value=return_value,
+        )
+    return GradientTransform(
+        fun, "grad", grad_states, argnums, has_aux, return_value, holomorphic=holomorphic, allow_int=allow_int
+    )
+
+
+@overload
+def vector_grad(
+    fun: Callable,
+    grad_states: Any = None,
+    argnums: int | Sequence[int] | None = None,
+    return_value: bool = False,
+    has_aux: bool | None = None,
+) -> GradientTransform: ...
+
+
+@overload
+def vector_grad(
+    fun: None = None,
+    grad_states: Any = None,
+    argnums: int | Sequence[int] | None = None,
+    return_value: bool = False,
+    has_aux: bool | None = None,
+) -> _Decorator: ...
+
+
+def vector_grad(
+    fun: Callable | None = None,
+    grad_states: Any = None,
+    argnums: int | Sequence[int] | None = None,
+    return_value: bool = False,
+    has_aux: bool | None = None,
+) -> GradientTransform | _Decorator:
+    """Gradient of a vector (or pytree) output, pulled back with an all-ones cotangent.
+
+    Equivalent to the gradient of the sum of the outputs: ``vjp(fun)(ones_like(out))``. Useful for
+    element-wise functions, where it gives the element-wise derivative. States and results are handled as
+    in `grad`.
+
+    Args:
+      fun: Function returning an array or pytree of arrays (or ``(output, aux)`` with `has_aux`).
+      grad_states: States to differentiate, as in `grad`.
+      argnums: Positional argument(s) to differentiate, as in `grad`.
+      return_value: If True, also return the output of `fun`.
+      has_aux: If True, `fun` returns ``(output, aux)`` and `aux` is returned too.
+
+    Returns:
+      A `GradientTransform` returning the gradients (then the value, then aux), as `grad` does.
+
+    Example:
+      >>> x = sm.State(jnp.array([0.0, 1.0, 2.0]), name="x")
+      >>> sm.transform.vector_grad(lambda: x.value ** 2, grad_states=x)()
+      Array([0., 2., 4.], dtype=float32)
+    """
+    if fun is None:
+        return functools.partial(
+            vector_grad, grad_states=grad_states, argnums=argnums, return_value=return_value, has_aux=has_aux
+        )
+    return GradientTransform(fun, "vector_grad", grad_states, argnums, has_aux, return_value)
+
+
+@overload
+def jacrev(
+    fun: Callable,
+    grad_states: Any = None,
+    argnums: int | Sequence[int] | None = None,
+    has_aux: bool | None = None,
+    return_value: bool = False,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+) -> GradientTransform: ...
+
+
+@overload
+def jacrev(
+    fun: None = None,
+    grad_states: Any = None,
+    argnums: int | Sequence[int] | None = None,
+    has_aux: bool | None = None,
+    return_value: bool = False,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+) -> _Decorator: ...
+
+
+def jacrev(
+    fun: Callable | None = None,
+    grad_states: Any = None,
+    argnums: int | Sequence[int] | None = None,
+    has_aux: bool | None = None,
+    return_value: bool = False,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+) -> GradientTransform | _Decorator:
+    """Jacobian by reverse mode, like `jax.jacrev`, with respect to states and/or positional arguments.
+
+    For each output leaf, the Jacobian has the structure described in `grad` (state Jacobians, argument
+    Jacobians, or both), each leaf of shape ``output.shape + input.shape``. States are handled as in `grad`.
+
+    Args:
+      fun: Function returning an array or pytree of arrays (or ``(output, aux)`` with `has_aux`).
+      grad_states: States to differentiate, as in `grad`.
+      argnums: Positional argument(s) to differentiate, as in `grad`.
+      has_aux: If True, `fun` returns ``(output, aux)`` and `aux` is returned too.
+      return_value: If True, also return the output of `fun`.
+      holomorphic / allow_int: As in `jax.jacrev`.
+
+    Returns:
+      A `GradientTransform` returning the Jacobians (then the value, then aux).
+
+    Example:
+      >>> w = sm.ParamState(jnp.array([1.0, 2.0]), name="w")
+      >>> sm.transform.jacrev(lambda x: w.value * x, grad_states=w)(jnp.array([3.0, 4.0]))
+      Array([[3., 0.],
+             [0., 4.]], dtype=float32)
+    """
+    if fun is None:
+        return functools.partial(
+            jacrev,
+            grad_states=grad_states,
+            argnums=argnums,
+            has_aux=has_aux,
+            return_value=return_value,
+            holomorphic=holomorphic,
+            allow_int=allow_int,
+        )
+    return GradientTransform(
+        fun,
+        "jacrev",
+        grad_states,
+        argnums,
+        has_aux,
+        return_value,
+        holomorphic=holomorphic,
+        allow_int=allow_int,
+    )
+
+
+@overload
+def jacfwd(
+    fun: Callable,
+    grad_states: Any = None,
+    argnums: int | Sequence[int] | None = None,
+    has_aux: bool | None = None,
+    return_value: bool = False,
+    holomorphic: bool = False,
+) -> GradientTransform: ...
+
+
+@overload
+def jacfwd(
+    fun: None = None,
+    grad_states: Any = None,
+    argnums: int | Sequence[int] | None = None,
+    has_aux: bool | None = None,
+    return_value: bool = False,
+    holomorphic: bool = False,
+) -> _Decorator: ...
+
+
+def jacfwd(
+    fun: Callable | None = None,
+    grad_states: Any = None,
+    argnums: int | Sequence[int] | None = None,
+    has_aux: bool | None = None,
+    return_value: bool = False,
+    holomorphic: bool = False,
+) -> GradientTransform | _Decorator:
+    """Jacobian by forward mode, like `jax.jacfwd`, with respect to states and/or positional arguments.
+
+    Same results and structure as `jacrev`; cheaper when there are fewer inputs than outputs.
+
+    Args:
+      fun: Function returning an array or pytree of arrays (or ``(output, aux)`` with `has_aux`).
+      grad_states: States to differentiate, as in `grad`.
+      argnums: Positional argument(s) to differentiate, as in `grad`.
+      has_aux: If True, `fun` returns ``(output, aux)`` and `aux` is returned too.
+      return_value: If True, also return the output of `fun`.
+      holomorphic: As in `jax.jacfwd`.
+
+    Returns:
+      A `GradientTransform` returning the Jacobians (then the value, then aux).
+
+    Example:
+      >>> w = sm.ParamState(jnp.array(2.0), name="w")
+      >>> jw, jx = sm.transform.jacfwd(lambda x: w.value * x, grad_states=w, argnums=0)(jnp.array([1.0, 3.0]))
+      >>> jw, jx
+      (Array([1., 3.], dtype=float32), Array([[2., 0.],
+             [0., 2.]], dtype=float32))
+    """
+    if fun is None:
+        return functools.partial(
+            jacfwd,
+            grad_states=grad_states,
+            argnums=argnums,
+            has_aux=has_aux,
+            return_value=return_value,
+            holomorphic=holomorphic,
+        )
+    return GradientTransform(
+        fun, "jacfwd", grad_states, argnums, has_aux, return_value, holomorphic=holomorphic
+    )
+
+
+@overload
+def hessian(
+    fun: Callable,
+    grad_states: Any = None,
+    argnums: int | Sequence[int] | None = None,
+    return_value: bool = False,
+    holomorphic: bool = False,
+    has_aux: bool | None = None,
+) -> GradientTransform: ...
+
+
+@overload
+def hessian(
+    fun: None = None,
+    grad_states: Any = None,
+    argnums: int | Sequence[int] | None = None,
+    return_value: bool = False,
+    holomorphic: bool = False,
+    has_aux: bool | None = None,
+) -> _Decorator: ...
+
+
+def hessian(
+    fun: Callable | None = None,
+    grad_states: Any = None,
+    argnums: int | Sequence[int] | None = None,
+    return_value: bool = False,
+    holomorphic: bool = False,
+    has_aux: bool | None = None,
+) -> GradientTransform | _Decorator:
+    """Hessian of a scalar function, like `jax.hessian`, with respect to states and/or positional arguments.
+
+    The result is nested twice: for each input (as structured in `grad`), the second derivatives with respect
+    to each input in the same structure. With both `grad_states` and `argnums` the top level is
+    ``(state_part, arg_part)`` and each leaf of it holds another ``(state_part, arg_part)``.
+
+    Args:
+      fun: Function returning a scalar (or ``(scalar, aux)`` with `has_aux`).
+      grad_states: States to differentiate, as in `grad`.
+      argnums: Positional argument(s) to differentiate, as in `grad`.
+      return_value: If True, also return the value of `fun`.
+      holomorphic: As in `jax.hessian`.
+      has_aux: If True, `fun` returns ``(value, aux)`` and `aux` is returned too.
+
+    Returns:
+      A `GradientTransform` returning the Hessian (then the value, then aux).
+
+    Example:
+      >>> w = sm.ParamState(jnp.array([1.0, 2.0]), name="w")
+      >>> sm.transform.hessian(lambda: jnp.sum(w.value ** 3), grad_states=w)()
+      Array([[ 6.,  0.],
+             [ 0., 12.]], dtype=float32)
+    """
+    if fun is None:
+        return functools.partial(
+            hessian,
+            grad_states=grad_states,
+            argnums=argnums,
+            return_value=return_value,
+            holomorphic=holomorphic,
+            has_aux=has_aux,
+        )
+    return GradientTransform(
+        fun, "hessian", grad_states, argnums, has_aux, return_value, holomorphic=holomorphic
+    )

@@ -1,0 +1,529 @@
+"""Tests of `statemap.random`: RandomState, DEFAULT, seeding and the numpy-style samplers."""
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import statemap as sm
+
+
+def key_bits(key):
+    return np.asarray(jr.key_data(key))
+
+
+def assert_same_key(a, b):
+    np.testing.assert_array_equal(key_bits(a), key_bits(b))
+
+
+def assert_no_tracer(*states):
+    for s in states:
+        for leaf in jax.tree_util.tree_leaves(s._value):
+            assert not isinstance(leaf, jax.core.Tracer), s
+
+
+def split_ref(seed):
+    """Pure-JAX reference of one draw from a fresh generator: (key after the draw, key used by the draw)."""
+    new, used = jr.split(jr.key(seed))
+    return new, used
+
+
+X2 = jnp.arange(6.0).reshape(2, 3)
+LOGITS = jnp.log(jnp.array([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1], [1.0, 1.0, 1.0], [0.1, 0.1, 0.8]]))
+COV = jnp.array([[2.0, 0.5], [0.5, 1.0]])
+
+# name, args, kwargs, pure-JAX reference of the draw given the key
+CASES = [
+    ("rand", (2, 3), {}, lambda k: jr.uniform(k, (2, 3))),
+    ("rand", (), {}, lambda k: jr.uniform(k, ())),
+    ("randn", (4,), {}, lambda k: jr.normal(k, (4,))),
+    ("randint", (3, 7), {"size": (4,)}, lambda k: jr.randint(k, (4,), 3, 7)),
+    ("randint", (5,), {"size": 3}, lambda k: jr.randint(k, (3,), 0, 5)),
+    ("randint", (jnp.array([0, 10]), 20), {}, lambda k: jr.randint(k, (2,), jnp.array([0, 10]), 20)),
+    ("random", ((2, 2),), {}, lambda k: jr.uniform(k, (2, 2))),
+    ("uniform", (-1.0, 2.0), {"size": 3}, lambda k: jr.uniform(k, (3,), minval=-1.0, maxval=2.0)),
+    ("normal", (), {"size": (2, 3)}, lambda k: jr.normal(k, (2, 3))),
+    ("normal", (jnp.arange(3.0), 2.0), {}, lambda k: jr.normal(k, (3,)) * 2.0 + jnp.arange(3.0)),
+    ("normal", (1.0,), {"size": 2, "dtype": jnp.float16}, lambda k: jr.normal(k, (2,), jnp.float16) + 1),
+    ("truncated_normal", (-1.0, 2.0), {"size": (4,)}, lambda k: jr.truncated_normal(k, -1.0, 2.0, (4,))),
+    (
+        "truncated_normal",
+        (0.0, 3.0),
+        {"size": 4, "loc": 1.0, "scale": 2.0},
+        lambda k: jr.truncated_normal(k, -0.5, 1.0, (4,)) * 2.0 + 1.0,
+    ),
+    ("bernoulli", (0.3,), {"size": (5,)}, lambda k: jr.bernoulli(k, 0.3, (5,))),
+    ("bernoulli", (jnp.array([0.1, 0.9]),), {}, lambda k: jr.bernoulli(k, jnp.array([0.1, 0.9]))),
+    ("choice", (5,), {"size": 3, "replace": False}, lambda k: jr.choice(k, 5, (3,), False)),
+    (
+        "choice",
+        (jnp.array([1, 2, 3]),),
+        {"size": 4, "p": jnp.array([0.5, 0.25, 0.25])},
+        lambda k: jr.choice(k, jnp.array([1, 2, 3]), (4,), True, jnp.array([0.5, 0.25, 0.25])),
+    ),
+    ("permutation", (6,), {}, lambda k: jr.permutation(k, 6)),
+    ("permutation", (X2,), {"axis": 1, "independent": True}, lambda k: jr.permutation(k, X2, 1, True)),
+    ("shuffle", (X2,), {}, lambda k: jr.permutation(k, X2, 0)),
+    ("exponential", (2.0,), {"size": 3}, lambda k: jr.exponential(k, (3,)) * 2.0),
+    ("exponential", (), {}, lambda k: jr.exponential(k, ())),
+    ("gamma", (jnp.array([1.0, 2.0, 3.0]), 2.0), {}, lambda k: jr.gamma(k, jnp.array([1.0, 2.0, 3.0])) * 2.0),
+    ("beta", (2.0, 3.0), {"size": (3,)}, lambda k: jr.beta(k, 2.0, 3.0, (3,))),
+    ("poisson", (3.0,), {"size": 4}, lambda k: jr.poisson(k, 3.0, (4,))),
+    ("categorical", (LOGITS,), {}, lambda k: jr.categorical(k, LOGITS)),
+    ("categorical", (LOGITS,), {"size": (2, 4)}, lambda k: jr.categorical(k, LOGITS, shape=(2, 4))),
+    (
+        "multivariate_normal",
+        (jnp.zeros(2), COV),
+        {"size": (3,)},
+        lambda k: jr.multivariate_normal(k, jnp.zeros(2), COV, (3,)),
+    ),
+    (
+        "multivariate_normal",
+        (jnp.ones(2), COV),
+        {"method": "eigh"},
+        lambda k: jr.multivariate_normal(k, jnp.ones(2), COV, method="eigh"),
+    ),
+]
+IDS = [f"{c[0]}-{i}" for i, c in enumerate(CASES)]
+
+
+def assert_same(out, ref):
+    assert out.shape == ref.shape and out.dtype == ref.dtype
+    np.testing.assert_allclose(np.asarray(out, np.float64), np.asarray(ref, np.float64), rtol=1e-6, atol=1e-6)
+
+
+# -- parity with jax.random ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "args", "kwargs", "ref"), CASES, ids=IDS)
+def test_method_matches_jax_and_advances_key(name, args, kwargs, ref):
+    rng = sm.random.RandomState(7)
+    out = getattr(rng, name)(*args, **kwargs)
+    new, used = split_ref(7)
+    assert_same(out, ref(used))
+    assert_same_key(rng.value, new)
+
+
+@pytest.mark.parametrize(("name", "args", "kwargs", "ref"), CASES, ids=IDS)
+def test_module_function_draws_from_default(name, args, kwargs, ref):
+    sm.random.seed(3)
+    out = getattr(sm.random, name)(*args, **kwargs)
+    new, used = split_ref(3)
+    assert_same(out, ref(used))
+    assert_same_key(sm.random.DEFAULT.value, new)
+
+
+@pytest.mark.parametrize(("name", "args", "kwargs", "ref"), CASES, ids=IDS)
+def test_key_argument_bypasses_the_state(name, args, kwargs, ref):
+    rng = sm.random.RandomState(0)
+    before, default_before = rng.value, sm.random.DEFAULT.value
+    k = jr.key(42)
+    assert_same(getattr(rng, name)(*args, key=k, **kwargs), ref(k))
+    assert_same(getattr(sm.random, name)(*args, key=k, **kwargs), ref(k))
+    assert rng.value is before
+    assert sm.random.DEFAULT.value is default_before
+
+
+def test_raw_key_data_is_accepted_as_key():
+    raw = jr.key_data(jr.key(5))
+    assert_same(sm.random.RandomState(0).normal(size=2, key=raw), jr.normal(jr.key(5), (2,)))
+    assert_same_key(sm.random.RandomState(raw).value, jr.key(5))
+
+
+# -- determinism ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "args", "kwargs", "ref"), CASES, ids=IDS)
+def test_same_seed_same_draws(name, args, kwargs, ref):
+    a, b = sm.random.RandomState(11), sm.random.RandomState(11)
+    draw = lambda r: getattr(r, name)(*args, **kwargs)
+    first = draw(a)
+    np.testing.assert_array_equal(first, draw(b))
+    np.testing.assert_array_equal(draw(a), draw(b))
+    a.seed(11)
+    np.testing.assert_array_equal(draw(a), first)
+
+
+def test_consecutive_draws_differ_and_module_seed_reproduces():
+    sm.random.seed(1)
+    a, b = sm.random.rand(8), sm.random.rand(8)
+    assert not np.array_equal(a, b)
+    sm.random.seed(1)
+    np.testing.assert_array_equal(sm.random.rand(8), a)
+
+
+def test_int_seed_also_seeds_numpy_and_key_seed_does_not():
+    sm.random.seed(5)
+    x = np.random.rand()
+    np.random.seed(5)
+    assert np.random.rand() == x
+    state = np.random.get_state()
+    sm.random.seed(jr.key(1))
+    assert np.array_equal(np.random.get_state()[1], state[1])
+
+
+def test_seed_accepts_numpy_and_array_ints():
+    ref = sm.random.RandomState(4).rand(3)
+    np.testing.assert_array_equal(sm.random.RandomState(np.int64(4)).rand(3), ref)
+    np.testing.assert_array_equal(sm.random.RandomState(jnp.array(4)).rand(3), ref)
+
+
+# -- shapes and dtypes ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("call", "shape", "dtype"),
+    [
+        (lambda r: r.rand(), (), jnp.float32),
+        (lambda r: r.randn(2, 0), (2, 0), jnp.float32),
+        (lambda r: r.randint(4), (), jnp.int32),
+        (lambda r: r.randint(0, 4, size=3, dtype=jnp.int8), (3,), jnp.int8),
+        (lambda r: r.randint(jnp.zeros((2, 1), int), jnp.full(3, 5)), (2, 3), jnp.int32),
+        (lambda r: r.random(), (), jnp.float32),
+        (lambda r: r.uniform(size=np.array([2, 3])), (2, 3), jnp.float32),
+        (lambda r: r.uniform(jnp.zeros(3), size=(2, 3), dtype=jnp.float16), (2, 3), jnp.float16),
+        (lambda r: r.normal(), (), jnp.float32),
+        (lambda r: r.normal(jnp.zeros((2, 1)), jnp.ones(3)), (2, 3), jnp.float32),
+        (lambda r: r.normal(jnp.zeros(3), size=[4, 3]), (4, 3), jnp.float32),
+        (lambda r: r.truncated_normal(jnp.zeros(3), 1.0, size=(2, 3)), (2, 3), jnp.float32),
+        (lambda r: r.bernoulli(), (), jnp.bool_),
+        (lambda r: r.bernoulli(jnp.full(3, 0.5), size=(2, 3)), (2, 3), jnp.bool_),
+        (lambda r: r.choice(3), (), jnp.int32),
+        (lambda r: r.choice(X2, size=(2, 2)), (2, 2, 3), jnp.float32),
+        (lambda r: r.permutation(X2, axis=1), (2, 3), jnp.float32),
+        (lambda r: r.shuffle(jnp.arange(4)), (4,), jnp.int32),
+        (lambda r: r.exponential(jnp.ones(2), size=(3, 2)), (3, 2), jnp.float32),
+        (lambda r: r.gamma(jnp.ones(3), jnp.ones((2, 1))), (2, 3), jnp.float32),
+        (lambda r: r.beta(jnp.ones(3), 2.0), (3,), jnp.float32),
+        (lambda r: r.poisson(), (), jnp.int32),
+        (lambda r: r.poisson(jnp.ones((2, 2))), (2, 2), jnp.int32),
+        (lambda r: r.categorical(jnp.zeros(3)), (), jnp.int32),
+        (lambda r: r.categorical(jnp.zeros((4, 3)), axis=0), (3,), jnp.int32),
+        (lambda r: r.multivariate_normal(jnp.zeros((4, 2)), COV), (4, 2), jnp.float32),
+    ],
+)
+def test_shapes_and_dtypes(call, shape, dtype):
+    out = call(sm.random.RandomState(0))
+    assert out.shape == shape
+    assert out.dtype == dtype
+
+
+def test_samples_are_in_range():
+    rng = sm.random.RandomState(0)
+    x = rng.uniform(2.0, 3.0, size=1000)
+    assert ((x >= 2) & (x < 3)).all()
+    t = rng.truncated_normal(1.0, 1.5, size=1000, loc=2.0, scale=3.0)
+    assert ((t >= 1.0) & (t <= 1.5)).all()
+    assert abs(float(rng.normal(5.0, 0.1, size=2000).mean()) - 5.0) < 0.05
+    assert rng.bernoulli(0.0, size=10).sum() == 0 and rng.bernoulli(1.0, size=10).all()
+
+
+# -- inside transforms ---------------------------------------------------------------------------------------
+def test_jit_advances_the_state_and_matches_pure_jax():
+    rng = sm.random.RandomState(0)
+    calls = []
+
+    @sm.transform.jit
+    def draw(x):
+        calls.append(1)
+        return x + rng.normal(size=3)
+
+    @jax.jit
+    def pure(key, x):
+        new, used = jr.split(key)
+        return new, x + jr.normal(used, (3,))
+
+    x = jnp.ones(3)
+    a, b = draw(x), draw(x)
+    assert not np.array_equal(a, b)
+    key = jr.key(0)
+    key, ra = pure(key, x)
+    key, rb = pure(key, x)
+    np.testing.assert_array_equal(a, ra)
+    np.testing.assert_array_equal(b, rb)
+    assert_same_key(rng.value, key)
+    rng.seed(0)
+    np.testing.assert_array_equal(draw(x), a)
+    assert len(calls) == 1
+    assert_no_tracer(rng)
+
+
+def test_jit_threads_default_through_module_functions():
+    calls = []
+
+    @sm.transform.jit
+    def draw():
+        calls.append(1)
+        return sm.random.rand(2), sm.random.randint(0, 100, size=2)
+
+    sm.random.seed(9)
+    first = draw()
+    second = draw()
+    assert not np.array_equal(first[0], second[0])
+    sm.random.seed(9)
+    np.testing.assert_array_equal(draw()[0], first[0])
+    assert len(calls) == 1
+    assert_no_tracer(sm.random.DEFAULT)
+
+
+def test_jit_with_traced_parameters_and_traced_seed():
+    rng = sm.random.RandomState(0)
+    out = sm.transform.jit(lambda p, lo: (rng.bernoulli(p), rng.uniform(lo, lo + 1.0)))(
+        jnp.array([0.0, 1.0]), jnp.zeros(2)
+    )
+    np.testing.assert_array_equal(out[0], [False, True])
+    reseed = sm.transform.jit(lambda s: (rng.seed(s), rng.rand(2))[1])
+    np.testing.assert_array_equal(reseed(jnp.array(3)), sm.random.RandomState(3).rand(2))
+    assert_no_tracer(rng)
+
+
+def test_draw_is_recorded_as_a_write():
+    rng = sm.random.RandomState(0)
+    with sm.StateTrace() as t:
+        rng.randn(2)
+    assert t.states == [rng] and t.written == [True]
+
+
+def test_failure_inside_jit_leaves_the_key_unchanged():
+    rng = sm.random.RandomState(0)
+    before, default_before = rng.value, sm.random.DEFAULT.value
+
+    @sm.transform.jit
+    def bad():
+        sm.random.rand(2)
+        rng.normal(size=2)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        bad()
+    assert rng.value is before and sm.random.DEFAULT.value is default_before
+    assert_no_tracer(rng, sm.random.DEFAULT)
+
+
+# -- bad inputs ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("n", "err", "match"),
+    [
+        (0, ValueError, r"split_key: n is less than 1[\s\S]*found:    n=0"),
+        (-2, ValueError, "split_key: n is less than 1"),
+        (2.5, TypeError, r"split_key: n is not an int[\s\S]*float 2.5"),
+        ("3", TypeError, "split_key: n is not an int"),
+        (True, TypeError, "split_key: n is not an int"),
+    ],
+)
+def test_split_key_bad_n(n, err, match):
+    rng = sm.random.RandomState(0)
+    before = rng.value
+    with pytest.raises(err, match=match):
+        rng.split_key(n)
+    assert rng.value is before
+
+
+def test_split_key_with_a_traced_n_says_so():
+    rng = sm.random.RandomState(0)
+    before = rng.value
+    with pytest.raises(TypeError, match=r"split_key: n is not an int[\s\S]*concrete int"):
+        sm.transform.jit(lambda n: rng.split_key(n))(3)
+    assert rng.value is before
+    assert_no_tracer(rng)
+
+
+def test_split_key_shapes_and_values():
+    rng = sm.random.RandomState(0)
+    keys = rng.split_key(np.int32(3))
+    ref = jr.split(jr.key(0), 4)
+    assert keys.shape == (3,)
+    np.testing.assert_array_equal(key_bits(keys), key_bits(ref[1:]))
+    assert_same_key(rng.value, ref[0])
+    assert sm.random.split_key().shape == () and sm.random.split_keys(2).shape == (2,)
+
+
+BAD_SEEDS = [1.5, "0", [1, 2], True, jnp.zeros(3), np.zeros(2, np.int32), object()]
+
+
+@pytest.mark.parametrize("bad", BAD_SEEDS, ids=lambda b: type(b).__name__)
+def test_bad_seed_raises_and_leaves_everything_unchanged(bad):
+    with pytest.raises(TypeError, match=r"RandomState: seed_or_key is neither a seed nor a PRNG key"):
+        sm.random.RandomState(bad)
+    rng = sm.random.RandomState(0)
+    before, default_before = rng.value, sm.random.DEFAULT.value
+    np_before = np.random.get_state()[1].copy()
+    with pytest.raises(TypeError, match=r"seed: seed_or_key is neither[\s\S]*fix:      pass an int"):
+        rng.seed(bad)
+    with pytest.raises(TypeError, match="seed: seed_or_key is neither"):
+        sm.random.seed(bad)
+    with pytest.raises(TypeError, match="set_key: seed_or_key is neither"):
+        sm.random.set_key(bad)
+    with pytest.raises(TypeError, match="seed: seed_or_key is neither"):
+        with sm.random.seed_context(bad):
+            pass  # pragma: no cover
+    assert rng.value is before and sm.random.DEFAULT.value is default_before
+    assert np.array_equal(np.random.get_state()[1], np_before)
+
+
+@pytest.mark.parametrize(
+    ("call", "err", "match"),
+    [
+        (lambda r: r.normal(size=-1), ValueError, r"normal: size is negative"),
+        (lambda r: r.normal(size=(2, 1.5)), TypeError, r"normal: size\[1\] is not an integer"),
+        (lambda r: r.rand(2, -3), ValueError, r"rand: dimension 1 is negative"),
+        (lambda r: r.rand((2, 3)), TypeError, r"rand: dimension 0 is not an integer"),
+        (lambda r: r.normal(jnp.zeros(3), size=2), ValueError, r"normal: loc of shape \(3,\) does not"),
+        (
+            lambda r: r.gamma(jnp.ones(2), jnp.ones(3)),
+            ValueError,
+            r"gamma: the distribution parameters do not[\s\S]*shape of shape \(2,\), scale of shape",
+        ),
+        (lambda r: r.bernoulli(1.5), ValueError, r"bernoulli: p is not a probability"),
+        (lambda r: r.shuffle(3), TypeError, r"shuffle: x has no axis to shuffle"),
+        (lambda r: r.multivariate_normal(jnp.zeros(2), COV, method="qr"), ValueError, "unknown method 'qr'"),
+        (lambda r: r.normal(key=3), TypeError, r"normal: key is not a PRNG key"),
+        (lambda r: r.normal(key=jnp.zeros(2)), TypeError, r"normal: key is not a PRNG key"),
+        # errors raised by JAX itself also leave the key unchanged
+        (lambda r: r.uniform(size=2, dtype=jnp.int32), ValueError, "must be a float dtype"),
+        (lambda r: r.choice(3, size=5, replace=False), ValueError, "larger sample"),
+    ],
+)
+def test_bad_sampler_arguments_leave_the_key_unchanged(call, err, match):
+    rng = sm.random.RandomState(0)
+    before = rng.value
+    with pytest.raises(err, match=match):
+        call(rng)
+    assert rng.value is before
+
+
+def size_oracle(size):
+    """The shape NumPy would use for `size`, or None when it is invalid."""
+    items = [size] if not isinstance(size, tuple) else list(size)
+    if size is None:
+        return ()
+    if all(type(d) is int and d >= 0 for d in items):
+        return tuple(items)
+    return None
+
+
+SIZES = st.one_of(
+    st.none(),
+    st.integers(-3, 4),
+    st.floats(-2, 4),
+    st.booleans(),
+    st.text(max_size=2),
+    st.tuples(st.one_of(st.integers(-2, 3), st.floats(0, 3), st.none()), st.integers(-1, 3)),
+    st.lists(st.integers(0, 3), max_size=3).map(tuple),
+)
+
+
+@given(size=SIZES)
+def test_size_property(size):
+    rng = sm.random.RandomState(0)
+    before = rng.value
+    shape = size_oracle(size)
+    if shape is not None:
+        out = rng.normal(size=size)
+        new, used = split_ref(0)
+        np.testing.assert_array_equal(out, jr.normal(used, shape))
+        assert_same_key(rng.value, new)
+    else:
+        match = r"^normal: size(\[\d\])? is (not an integer|negative)"
+        with pytest.raises((TypeError, ValueError), match=match):
+            rng.normal(size=size)
+        assert rng.value is before
+
+
+@given(n=st.one_of(st.none(), st.integers(-3, 5), st.floats(-1, 3), st.booleans(), st.text(max_size=1)))
+def test_split_key_property(n):
+    rng = sm.random.RandomState(0)
+    before = rng.value
+    if n is None or (type(n) is int and n >= 1):
+        keys = rng.split_key(n)
+        ref = jr.split(jr.key(0), 2 if n is None else n + 1)
+        np.testing.assert_array_equal(key_bits(keys), key_bits(ref[1] if n is None else ref[1:]))
+        assert_same_key(rng.value, ref[0])
+    else:
+        with pytest.raises((TypeError, ValueError), match=r"^split_key: n is (not an int|less than 1)"):
+            rng.split_key(n)
+        assert rng.value is before
+
+
+# -- seed_context, backup, clone -----------------------------------------------------------------------------
+def test_seed_context_restores_default_and_numpy():
+    sm.random.seed(0)
+    key = sm.random.get_key()
+    np_state = np.random.get_state()[1].copy()
+    with sm.random.seed_context(123):
+        a = sm.random.rand(3)
+        n = np.random.rand()
+    assert sm.random.get_key() is key
+    assert np.array_equal(np.random.get_state()[1], np_state)
+    with sm.random.seed_context(123):
+        np.testing.assert_array_equal(sm.random.rand(3), a)
+        assert np.random.rand() == n
+    np.testing.assert_array_equal(sm.random.rand(3), sm.random.RandomState(0).rand(3))
+
+
+def test_seed_context_restores_after_an_exception():
+    key = sm.random.get_key()
+    np_state = np.random.get_state()[1].copy()
+    with pytest.raises(KeyError):
+        with sm.random.seed_context(1):
+            sm.random.rand(2)
+            np.random.rand()
+            raise KeyError("x")
+    assert sm.random.get_key() is key
+    assert np.array_equal(np.random.get_state()[1], np_state)
+
+
+def test_seed_context_with_a_key_keeps_numpy():
+    np_state = np.random.get_state()[1].copy()
+    with sm.random.seed_context(jr.key(2)):
+        np.testing.assert_array_equal(sm.random.rand(2), sm.random.RandomState(2).rand(2))
+    assert np.array_equal(np.random.get_state()[1], np_state)
+
+
+def test_backup_and_restore_key():
+    rng = sm.random.RandomState(0)
+    before = rng.value
+    rng.backup_key()
+    with pytest.raises(ValueError, match="already backed up"):
+        rng.backup_key()
+    rng.rand(2)
+    rng.restore_key()
+    assert rng.value is before
+    with pytest.raises(ValueError, match="no key was backed up"):
+        rng.restore_key()
+
+
+def test_clone_is_independent_and_deterministic():
+    a = sm.random.RandomState(0)
+    c = a.clone()
+    assert isinstance(c, sm.random.RandomState) and c is not a
+    new, used = split_ref(0)
+    assert_same_key(c.value, used)
+    assert_same_key(a.value, new)
+    x = c.rand(2)
+    assert_same_key(a.value, new)
+    np.testing.assert_array_equal(sm.random.RandomState(0).clone().rand(2), x)
+
+
+def test_default_rng_and_set_key():
+    np.testing.assert_array_equal(sm.random.default_rng(4).rand(2), sm.random.RandomState(4).rand(2))
+    sm.random.set_key(jr.key(8))
+    assert_same_key(sm.random.get_key(), jr.key(8))
+
+
+def test_public_names():
+    names = (
+        "rand randn randint random uniform normal truncated_normal bernoulli choice permutation shuffle "
+        "exponential gamma beta poisson categorical multivariate_normal"
+    ).split()
+    for name in names + ["seed_context"]:
+        assert name in sm.random.__all__ and callable(getattr(sm.random, name))
+    for name in names:
+        assert callable(getattr(sm.random.RandomState, name))
+
+
+def test_plain_jax_jit_draw_raises_and_leaves_default_unchanged():
+    before = sm.random.DEFAULT.value
+    with pytest.raises(sm.TraceContextError, match=r"random.DEFAULT[\s\S]*use statemap.transform.jit"):
+        jax.jit(lambda: sm.random.rand(2))()
+    assert sm.random.DEFAULT.value is before
+    assert_no_tracer(sm.random.DEFAULT)
+    k = jr.key(1)
+    np.testing.assert_array_equal(jax.jit(lambda k: sm.random.rand(2, key=k))(k), jr.uniform(k, (2,)))
