@@ -16,9 +16,11 @@ __all__ = [
     "StatemapError",
     "BatchAxisError",
     "TraceContextError",
+    "ArgumentError",
     "StateArgumentError",
     "StateStructureError",
     "MappingRuntimeError",
+    "ControlFlowError",
 ]
 
 
@@ -51,7 +53,21 @@ class TraceContextError(StatemapError, RuntimeError):
     """
 
 
-class StateArgumentError(StatemapError, TypeError):
+class ArgumentError(StatemapError, TypeError, ValueError):
+    """A transform was called with an invalid argument, or configured with invalid argument numbers.
+
+    Raised for an argument leaf that is not a JAX type, an unhashable static argument, and a
+    ``static_argnums``/``donate_argnums`` entry out of range. It is both a `TypeError` and a `ValueError`,
+    matching what `jax.jit` raises for each of those cases, so code written for `jax.jit` keeps working.
+
+    Example:
+      >>> from statemap._errors import ArgumentError
+      >>> issubclass(ArgumentError, TypeError), issubclass(ArgumentError, ValueError)
+      (True, True)
+    """
+
+
+class StateArgumentError(ArgumentError):
     """A `State` was passed as an argument to a transform; states must be closed over instead.
 
     Example:
@@ -78,6 +94,23 @@ class MappingRuntimeError(StatemapError, RuntimeError):
     Example:
       >>> issubclass(sm.MappingRuntimeError, RuntimeError)
       True
+    """
+
+
+class ControlFlowError(StatemapError, TypeError, ValueError):
+    """A control-flow transform (`cond`, `switch`, `while_loop`, `scan`, `for_loop`) got inconsistent inputs.
+
+    For example a non-scalar predicate, branches whose outputs disagree, a loop carry or written state whose
+    type changes in one iteration, or `xs` leaves of different lengths.
+
+    Also a `TypeError` and a `ValueError`, like the errors `jax.lax.cond`/`scan` raise for the same mistakes.
+
+    Example:
+      >>> sm.transform.cond(jnp.ones(2) > 0, lambda: 1.0, lambda: 0.0)
+      Traceback (most recent call last):
+      ...
+      statemap._errors.ControlFlowError: cond: the predicate is not a scalar
+      ...
     """
 
 

@@ -1,13 +1,14 @@
 """The trace stack: which states a traced function reads and writes.
 
-Each statemap transform pushes a `StateTrace` while it traces the user's function. A `State` reports every read
-and write to the traces entered *after* it was created (its level), so a state created inside a transform is
-invisible to the transforms around it. The stack is thread-local: concurrent threads tracing different
-functions never see each other's records.
+Each statemap transform pushes a `StateTrace` while it traces the user's function. A `State` reports every
+read and write to the traces entered *after* it was created (its level), so a state created inside a
+transform is invisible to the transforms around it. The stack is thread-local: concurrent threads tracing
+different functions never see each other's records.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ class _Context(threading.local):
 
 
 CONTEXT = _Context()
+_SERIALS = itertools.count(1)  # unique id per StateTrace; a state remembers those active at its creation
 
 
 def trace_level() -> int:
@@ -53,7 +55,7 @@ class StateTrace:
       2.0
     """
 
-    __slots__ = ("states", "written", "read", "originals", "_index", "hook", "name")
+    __slots__ = ("states", "written", "read", "originals", "_index", "hook", "name", "serial")
 
     def __init__(self, hook: Callable[[State], Any] | None = None, name: str | None = None) -> None:
         self.states: list[State] = []
@@ -63,6 +65,7 @@ class StateTrace:
         self._index: dict[int, int] = {}
         self.hook = hook
         self.name = name
+        self.serial = next(_SERIALS)
 
     def _add(self, state: State) -> int:
         i = len(self.states)

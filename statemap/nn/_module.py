@@ -61,7 +61,7 @@ class Module:
                 node._path = path
 
     def nodes(self) -> dict[tuple, Any]:
-        """Ordered mapping path → State or Module for everything reachable from this module (itself at ``()``).
+        """Ordered mapping path → State or Module of everything reachable from this module (itself at ``()``).
 
         Example:
           >>> class M(sm.nn.Module):

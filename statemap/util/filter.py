@@ -246,7 +246,7 @@ def to_predicate(filter: Filter) -> Predicate:  # noqa: A002
       >>> to_predicate(3)
       Traceback (most recent call last):
       ...
-      TypeError: to_predicate: cannot use int 3 as a filter; expected a type, a tag str, True/False, ..., None, a callable (path, x) -> bool, or a list/tuple of those
+      TypeError: to_predicate: cannot use int 3 as a filter; expected a type, a tag str, ...
     """
     if isinstance(filter, str):
         return WithTag(filter)
@@ -261,6 +261,6 @@ def to_predicate(filter: Filter) -> Predicate:  # noqa: A002
     if callable(filter):
         return filter
     raise TypeError(
-        f"to_predicate: cannot use {type(filter).__name__} {filter!r} as a filter; expected a type, a tag str, "
-        "True/False, ..., None, a callable (path, x) -> bool, or a list/tuple of those"
+        f"to_predicate: cannot use {type(filter).__name__} {filter!r} as a filter; expected a type, a tag "
+        "str, True/False, ..., None, a callable (path, x) -> bool, or a list/tuple of those"
     )

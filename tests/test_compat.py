@@ -1,0 +1,105 @@
+"""Tests for statemap/_compat.py: each JAX-internals entry still works on the installed JAX.
+
+A JAX upgrade that changes one of these internals must fail here, loudly, rather than deep inside a transform.
+"""
+
+import pathlib
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import statemap
+from statemap import _compat
+
+PACKAGE = pathlib.Path(statemap.__file__).parent
+
+
+def test_every_entry_has_a_test():
+    tests = {name for name in globals() if name.startswith("test_")}
+    missing = [name for name in _compat.__all__ if f"test_{name}" not in tests]
+    assert not missing, f"add a test for each _compat entry: {missing}"
+
+
+def test_current_trace():
+    seen = {}
+
+    def f(x):
+        seen["jit"] = _compat.current_trace()
+        return x
+
+    jax.make_jaxpr(f)(1.0)
+    assert hasattr(seen["jit"], "new_arg")  # a jaxpr-building trace
+    outside = _compat.current_trace()
+    assert outside is not seen["jit"]
+    assert not hasattr(outside, "new_arg")
+
+    def g(x):
+        seen["vmap"] = _compat.current_trace()
+        return x
+
+    jax.vmap(g)(jnp.ones(2))
+    assert seen["vmap"] is not outside and seen["vmap"] is not seen["jit"]
+
+
+def test_new_trace_input():
+    def f(x):
+        trace = _compat.current_trace()
+        extra = _compat.new_trace_input(trace, jax.typeof(jnp.zeros(3, jnp.int32)))
+        assert _compat.is_tracer(extra)
+        return x + extra.astype(jnp.float32)
+
+    closed = jax.make_jaxpr(f)(jnp.ones(3))
+    assert len(closed.jaxpr.invars) == 2
+    assert closed.in_avals[1].shape == (3,) and closed.in_avals[1].dtype == jnp.int32
+    out = jax.extend.core.jaxpr_as_fun(closed)(jnp.ones(3), jnp.arange(3, dtype=jnp.int32))
+    np.testing.assert_array_equal(out[0], np.arange(3.0) + 1)
+
+
+def test_batch_dim_in():
+    seen = {}
+
+    def inner(x, y):
+        trace = _compat.current_trace()
+        seen["inner_x"] = _compat.batch_dim_in(x, trace)
+        seen["inner_y"] = _compat.batch_dim_in(y, trace)  # batched by the outer vmap only
+        seen["const"] = _compat.batch_dim_in(jnp.ones(()), trace)
+        seen["plain"] = _compat.batch_dim_in(1.0, trace)
+        return x + y
+
+    def outer(xs, y):
+        trace = _compat.current_trace()
+        seen["outer_y"] = _compat.batch_dim_in(y, trace)
+        return jax.vmap(inner, in_axes=(1, None))(xs, y)
+
+    out = jax.vmap(outer, in_axes=(None, 0))(jnp.ones((2, 3)), jnp.arange(4.0))
+    assert out.shape == (4, 3, 2)
+    assert seen == {"inner_x": 1, "inner_y": None, "const": None, "plain": None, "outer_y": 0}
+
+
+def test_is_tracer():
+    seen = []
+    jax.jit(lambda x: seen.append(_compat.is_tracer(x)) or x)(jnp.ones(2))
+    jax.vmap(lambda x: seen.append(_compat.is_tracer(x)) or x)(jnp.ones(2))
+    assert seen == [True, True]
+    assert not _compat.is_tracer(jnp.ones(2))
+    assert not _compat.is_tracer(np.ones(2))
+    assert not _compat.is_tracer(1.0)
+
+
+def test_jax_src_only_in_compat():
+    pattern = re.compile(r"jax\._src|from jax import _src|jax\.interpreters")
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "_compat.py" and path.parent == PACKAGE:
+            continue
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line):
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}:{lineno}: {line.strip()}")
+    assert not offenders, "JAX internals outside statemap/_compat.py:\n" + "\n".join(offenders)
+
+
+def test_compat_is_the_only_internals_module():
+    text = (PACKAGE / "_compat.py").read_text()
+    assert "jax._src" in text  # the guard above is meaningful: the internals live here

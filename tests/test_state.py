@@ -1,0 +1,371 @@
+"""Tests for statemap/_state.py: State and its subclasses."""
+
+import inspect
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import statemap as sm
+
+
+def _line() -> int:
+    """Line number of the caller (to check creation sites)."""
+    return inspect.currentframe().f_back.f_lineno
+
+
+# Construction and metadata.
+
+
+def test_value_name_and_metadata():
+    s = sm.State(jnp.zeros(3), name="w", unit="mV")
+    assert s.name == "w"
+    assert s.unit == "mV"
+    assert s.tag is None
+    np.testing.assert_array_equal(s.value, np.zeros(3))
+    s.name = "v"
+    assert s.name == "v"
+
+
+def test_pytree_value():
+    s = sm.State({"a": jnp.ones(2), "b": (jnp.zeros(()), 3.0)})
+    assert s.numel() == 4
+    s.value = {"a": jnp.zeros(2), "b": (jnp.ones(()), 1.0)}
+    assert s.value["b"][1] == 1.0
+
+
+@pytest.mark.parametrize("tag, expected", [("fast", {"fast"}), ({"a", "b"}, {"a", "b"}), (["a"], {"a"})])
+def test_tag_str_or_set(tag, expected):
+    s = sm.State(0.0, tag=tag)
+    assert s.tag == expected
+    s.add_tag("extra")
+    assert s.tag == expected | {"extra"}
+
+
+def test_tag_must_be_str():
+    with pytest.raises(TypeError, match="tags must be strings.*int"):
+        sm.State(0.0, tag={1})
+    with pytest.raises(TypeError, match="tags must be strings"):
+        sm.State(0.0).add_tag(None)
+
+
+def test_value_from_state_is_copied():
+    a = sm.State(jnp.ones(2), name="a")
+    b = sm.State(a)
+    assert b is not a
+    np.testing.assert_array_equal(b.value, a.value)
+    b.value = jnp.zeros(2)
+    np.testing.assert_array_equal(a.value, np.ones(2))
+
+
+def test_subclass_hierarchy():
+    assert issubclass(sm.ParamState, sm.LongTermState)
+    assert issubclass(sm.LongTermState, sm.State)
+    assert issubclass(sm.ShortTermState, sm.State)
+    assert issubclass(sm.HiddenState, sm.ShortTermState)
+    assert issubclass(sm.BatchState, sm.State)
+    assert issubclass(sm.NonBatchState, sm.State)
+    assert not issubclass(sm.ParamState, sm.ShortTermState)
+    assert not issubclass(sm.HiddenState, sm.LongTermState)
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [
+        sm.State,
+        sm.ShortTermState,
+        sm.LongTermState,
+        sm.ParamState,
+        sm.HiddenState,
+        sm.BatchState,
+        sm.NonBatchState,
+    ],
+)
+def test_every_subclass_holds_an_array(cls):
+    s = cls(jnp.arange(3.0), name="x")
+    s.value = s.value + 1
+    np.testing.assert_array_equal(s.value, np.arange(3.0) + 1)
+    assert repr(s) == f"{cls.__name__}(name='x', value=f32[3])"
+
+
+@pytest.mark.parametrize("bad", [{"a": jnp.zeros(2)}, [jnp.zeros(2)], 1.0, None, "x"])
+def test_hidden_state_arrays_only(bad):
+    with pytest.raises(TypeError, match="HiddenState: value must be a JAX or NumPy array"):
+        sm.HiddenState(bad)
+    h = sm.HiddenState(jnp.zeros(2))
+    with pytest.raises(TypeError, match="HiddenState"):
+        h.value = bad
+    np.testing.assert_array_equal(h.value, np.zeros(2))
+
+
+def test_hidden_state_accepts_numpy_and_varshape():
+    h = sm.HiddenState(np.zeros((2, 3), np.float32))
+    assert h.varshape == (2, 3)
+    assert sm.HiddenState(np.float32(1.0)).varshape == ()
+
+
+def test_hidden_state_written_inside_jit():
+    h = sm.HiddenState(jnp.zeros(2), name="V")
+
+    @sm.transform.jit
+    def f(x):
+        h.value = h.value + x
+        return h.value
+
+    f(jnp.ones(2))
+    np.testing.assert_array_equal(h.value, np.ones(2))
+
+
+# Repr and creation site.
+
+
+def test_repr_names_class_name_shape_dtype():
+    assert repr(sm.ParamState(jnp.zeros((2, 3)), name="w")) == "ParamState(name='w', value=f32[2,3])"
+    assert repr(sm.State(jnp.zeros(2, jnp.int32))) == "State(value=i32[2])"
+    assert repr(sm.State({"a": jnp.zeros(2), "b": jnp.ones((), jnp.bool_)})) == "State(value={f32[2], bool[]})"
+    assert repr(sm.State(1.5)) == "State(value=float)"
+
+
+def test_repr_never_prints_the_value():
+    s = sm.State(jnp.full((3,), 123456.0), name="big")
+    assert "123456" not in repr(s)
+
+
+def test_repr_uses_path_when_unnamed():
+    class M(sm.nn.Module):
+        def __init__(self):
+            self.w = sm.ParamState(jnp.zeros(2))
+
+    assert repr(M().w) == "ParamState(path='w', value=f32[2])"
+
+
+def test_creation_site_is_user_file_and_line():
+    s, line = sm.State(0.0), _line()  # the state and the line number come from one source line
+    assert s.source == f"{os.path.basename(__file__)}:{line}"
+
+
+def test_creation_site_through_subclass_init():
+    class MyState(sm.State):
+        def __init__(self, v):
+            super().__init__(v, name="mine")
+
+    s, line = MyState(1.0), _line()
+    # The site is the first frame outside the statemap package: here the subclass __init__ in this file.
+    assert s.source.startswith(os.path.basename(__file__) + ":")
+    assert int(s.source.split(":")[1]) <= line
+
+
+def test_creation_site_of_random_state_is_user_code():
+    rng, line = sm.random.RandomState(0), _line()
+    assert rng.source == f"{os.path.basename(__file__)}:{line}"
+
+
+# Identity, pytree and misuse.
+
+
+def test_state_is_not_a_pytree():
+    s = sm.State({"a": jnp.zeros(2)})
+    assert jax.tree_util.tree_leaves(s) == [s]
+    assert jax.tree_util.tree_leaves([s, 1.0]) == [s, 1.0]
+
+
+def test_identity_hash_and_equality():
+    a, b = sm.State(jnp.zeros(2)), sm.State(jnp.zeros(2))
+    assert a == a and a != b
+    assert len({a, b, a}) == 2
+
+
+def test_state_is_not_iterable():
+    s = sm.State(jnp.zeros(3), name="s")
+    with pytest.raises(TypeError, match="state 's'.*not iterable"):
+        list(s)
+
+
+def test_assign_a_state_raises():
+    a, b = sm.State(1.0, name="a"), sm.State(2.0, name="b")
+    with pytest.raises(sm.StateArgumentError, match="state 'a'.*was assigned another State") as info:
+        a.value = b
+    assert "fix:" in str(info.value) and "b.value" in str(info.value)
+    assert a.value == 1.0
+
+
+def test_numel_and_copy():
+    a = sm.ParamState({"x": jnp.zeros((2, 3)), "y": jnp.zeros(4)}, name="a", tag="p", unit="s")
+    assert a.numel() == 10
+    b = a.copy()
+    assert type(b) is sm.ParamState and b is not a
+    assert b.name == "a" and b.tag == {"p"} and b.unit == "s"
+    b.value = {"x": jnp.ones((2, 3)), "y": jnp.ones(4)}
+    np.testing.assert_array_equal(a.value["x"], np.zeros((2, 3)))
+
+
+# Reads, writes and the trace stack.
+
+
+def test_restore_value_is_silent():
+    s = sm.State(jnp.zeros(2), name="s")
+    with sm.StateTrace() as t:
+        s.restore_value(jnp.ones(2))
+    assert t.states == []
+    np.testing.assert_array_equal(s.value, np.ones(2))
+
+
+def test_restore_value_checks_structure():
+    s = sm.State(jnp.zeros(2), name="s")
+    with pytest.raises(sm.StateStructureError, match="state 's'"):
+        s.restore_value({"a": jnp.zeros(2)})
+    np.testing.assert_array_equal(s.value, np.zeros(2))
+
+
+def test_reads_and_writes_recorded_in_active_traces():
+    s = sm.State(jnp.zeros(2), name="s")
+    with sm.StateTrace() as outer, sm.StateTrace() as inner:
+        s.value = s.value + 1
+    for t in (outer, inner):
+        assert t.states == [s]
+        assert t.written == [True] and t.read == [True]
+
+
+def test_state_created_inside_a_trace_is_invisible_to_it():
+    with sm.StateTrace() as outer:
+        inner_state = sm.State(jnp.zeros(2))
+        inner_state.value = inner_state.value + 1
+        with sm.StateTrace() as inner:
+            inner_state.value = inner_state.value + 1
+        assert inner_state.stack_level == 1
+    assert outer.states == []
+    assert inner.states == [inner_state]
+    assert inner_state.stack_level == 0  # its trace finished: later traces see it
+
+
+def test_state_created_inside_jit_is_invisible_to_the_enclosing_trace():
+    outer_state = sm.State(jnp.zeros(()), name="outer")
+
+    @sm.transform.jit
+    def f(x):
+        local = sm.State(x, name="local")
+        local.value = local.value * 2
+        outer_state.value = outer_state.value + local.value
+        return local.value
+
+    np.testing.assert_array_equal(f(jnp.ones(())), 2.0)
+    assert f.stateful.get_states(jnp.ones(())) == (outer_state,)
+    assert outer_state.value == 2.0
+
+
+def test_stack_level_setter_floors_at_zero():
+    s = sm.State(0.0)
+    s.stack_level = -3
+    assert s.stack_level == 0
+    s.stack_level = 2
+    assert s.stack_level == 2
+
+
+def test_structure_change_inside_transform_names_the_state():
+    s = sm.State(jnp.zeros(2), name="s")
+
+    @sm.transform.jit
+    def f(x):
+        s.value = {"a": x}
+        return x
+
+    with pytest.raises(sm.StateStructureError, match=r"State.value: state 's' \(State, created at test_state.py"):
+        f(jnp.ones(2))
+    np.testing.assert_array_equal(s.value, np.zeros(2))
+    assert isinstance(s.value, jax.Array)
+
+
+def test_structure_change_outside_transform_is_allowed():
+    s = sm.State(jnp.zeros(2))
+    s.value = {"a": jnp.zeros(3)}
+    assert s.value["a"].shape == (3,)
+
+
+def test_shape_change_inside_transform_is_allowed():
+    s = sm.State(jnp.zeros(2), name="s")
+
+    @sm.transform.jit
+    def grow():
+        s.value = jnp.concatenate([s.value, s.value])
+
+    grow()
+    assert s.value.shape == (4,)
+    grow()
+    assert s.value.shape == (8,)
+
+
+def test_tracer_assigned_outside_statemap_raises():
+    s = sm.State(jnp.zeros(2), name="leaky")
+
+    def f(x):
+        s.value = x
+        return x
+
+    with pytest.raises(sm.TraceContextError, match="state 'leaky'.*JAX tracer outside any statemap transform"):
+        jax.jit(f)(jnp.ones(2))
+    np.testing.assert_array_equal(s.value, np.zeros(2))
+
+
+def test_dead_state_read_raises_then_recovers():
+    holder = []
+
+    @sm.transform.jit
+    def f(x):
+        local = sm.State(x, name="local")
+        holder.append(local)
+        return x + 1
+
+    f(jnp.ones(2))
+    (local,) = holder
+    with pytest.raises(sm.TraceContextError, match="state 'local'.*created inside jit"):
+        _ = local.value
+    local.value = jnp.zeros(2)
+    np.testing.assert_array_equal(local.value, np.zeros(2))
+
+
+def test_state_created_inside_a_finished_transform_is_seen_later():
+    # A state made (with a concrete value) inside one transform and kept: once that transform finished, later
+    # transforms must thread it like any other state instead of leaking their tracers into it.
+    holder = []
+
+    @sm.transform.jit
+    def make(x):
+        holder.append(sm.State(np.zeros(2, np.float32), name="kept"))
+        return x
+
+    make(jnp.ones(2))
+    (kept,) = holder
+    assert kept.stack_level == 0
+
+    @sm.transform.jit
+    def use(x):
+        kept.value = kept.value + x
+        return kept.value
+
+    np.testing.assert_array_equal(use(jnp.ones(2)), np.ones(2))
+    assert isinstance(kept.value, jax.Array) and not isinstance(kept.value, jax.core.Tracer)
+    np.testing.assert_array_equal(use(jnp.ones(2)), 2 * np.ones(2))
+    np.testing.assert_array_equal(kept.value, 2 * np.ones(2))
+
+
+def test_state_created_in_a_finished_inner_trace_is_seen_by_a_sibling():
+    with sm.StateTrace() as outer:
+        with sm.StateTrace():
+            s = sm.State(jnp.zeros(2))
+        assert s.stack_level == 1  # still invisible to `outer`, which was active at its creation
+        with sm.StateTrace() as sibling:
+            s.value = s.value + 1
+    assert outer.states == []
+    assert sibling.states == [s]
+
+
+def test_copy_has_its_own_tags_and_level():
+    a = sm.State(0.0, tag="x")
+    with sm.StateTrace() as t:
+        b = a.copy()
+        b.add_tag("y")
+        b.value = 1.0
+    assert a.tag == {"x"} and b.tag == {"x", "y"}
+    assert t.states == []
