@@ -22,6 +22,7 @@ from ._make_jaxpr import (
     normalize_argnums,
     resolve_argnums,
 )
+from ._method import bind_method, shift_argnums
 
 __all__ = ["jit", "JittedFunction"]
 
@@ -43,6 +44,20 @@ class JittedFunction:
     Attributes:
       origin_fun: The wrapped function.
       stateful: The `StatefulFunction` holding the traced signatures.
+
+    Example:
+      >>> class Counter(sm.nn.Module):
+      ...     def __init__(self):
+      ...         self.n = sm.ShortTermState(jnp.zeros((), jnp.int32))
+      ...     @sm.transform.jit
+      ...     def tick(self, k):
+      ...         self.n.value = self.n.value + k
+      ...         return self.n.value
+      >>> a, b = Counter(), Counter()
+      >>> a.tick(2), a.tick(3), b.tick(1)
+      (Array(2, dtype=int32), Array(5, dtype=int32), Array(1, dtype=int32))
+      >>> type(Counter.tick).__name__
+      'JittedFunction'
     """
 
     def __init__(
@@ -109,7 +124,17 @@ class JittedFunction:
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         if obj is None:
             return self
-        return functools.partial(self, obj)
+        return bind_method(self, obj, self._bound_to)
+
+    def _bound_to(self, obj: Any) -> JittedFunction:
+        """This jit applied to ``functools.partial(fun, obj)``: a decorated method's `self` is not an argument."""
+        return JittedFunction(
+            functools.partial(self.origin_fun, obj),
+            shift_argnums(self.stateful.static_argnums),
+            self.stateful.static_argnames,
+            shift_argnums(self.donate_argnums),
+            **self._jit_kwargs,
+        )
 
     def clear_cache(self) -> None:
         """Forget traced signatures and compiled executables."""

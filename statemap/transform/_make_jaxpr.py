@@ -15,6 +15,7 @@ Caveats:
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ import jax
 from jax.extend import core as jex_core
 
 from .. import _compat
-from .._errors import StateArgumentError, StatemapError, describe_state, message, short_aval
+from .._errors import ArgumentError, StateArgumentError, StatemapError, describe_state, message, short_aval
 from .._state import State
 from .._trace import CONTEXT, StateTrace, catch_new_states
 
@@ -60,7 +61,7 @@ def resolve_argnums(
     for i in argnums:
         j = i + nargs if i < 0 else i
         if not 0 <= j < nargs:
-            raise ValueError(
+            raise ArgumentError(
                 message(
                     who,
                     f"{what} entry {i} is out of range for a call with {nargs} positional argument(s)",
@@ -73,12 +74,61 @@ def resolve_argnums(
     return tuple(sorted(set(out)))
 
 
+def positional_names(fun: Callable) -> tuple[str, ...]:
+    """Names of `fun`'s positional-or-keyword parameters, in order (empty when it has no signature)."""
+    try:
+        params = inspect.signature(fun).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+    out = []
+    for p in params:
+        if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+            out.append(p.name)
+        elif p.kind is not inspect.Parameter.POSITIONAL_ONLY:
+            break
+        else:
+            out.append("")
+    return tuple(out)
+
+
+def static_split(
+    nargs: int,
+    kwargs: dict,
+    static_argnums: tuple[int, ...],
+    static_argnames: tuple[str, ...],
+    param_names: tuple[str, ...],
+    who: str,
+) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """(static positions, static keyword names) of one call; like `jax.jit`, a static argument may be passed
+    either by position or by name (matched through the function's signature)."""
+    if static_argnums and param_names and kwargs:
+        # A static argument passed by keyword is not positional in this call.
+        by_kw = [i for i in static_argnums if nargs <= i < len(param_names) and param_names[i] in kwargs]
+        pos = resolve_argnums(tuple(i for i in static_argnums if i not in by_kw), nargs, who)
+    else:
+        pos = resolve_argnums(static_argnums, nargs, who) if static_argnums else ()
+    names = static_argnames
+    if param_names:
+        if static_argnames:
+            extra = tuple(i for i, n in enumerate(param_names[:nargs]) if n and n in static_argnames)
+            if extra:
+                pos = tuple(sorted(set(pos) | set(extra)))
+        if static_argnums and kwargs:
+            by_name = tuple(param_names[i] for i in static_argnums if 0 <= i < len(param_names) and param_names[i])
+            if by_name:
+                names = tuple(dict.fromkeys(names + by_name))
+    return pos, names
+
+
 def leaf_signature(x: Any, who: str, where: str) -> Hashable:
     """Abstract signature of one argument leaf: (shape, dtype, weak_type), or its Python scalar type."""
     try:
-        return (x.shape, x.dtype, getattr(x, "weak_type", False))
+        sig = (x.shape, x.dtype, getattr(x, "weak_type", False))
     except AttributeError:
         pass
+    else:
+        if getattr(x.dtype, "kind", None) not in ("O", "S", "U", "V"):
+            return sig
     if type(x) in _SCALAR_TYPES:
         return type(x)
     if isinstance(x, State):
@@ -92,12 +142,12 @@ def leaf_signature(x: Any, who: str, where: str) -> Hashable:
                 "its value as an argument)",
             )
         )
-    raise TypeError(
+    raise ArgumentError(
         message(
             who,
             f"argument {where} is not a valid JAX type",
             "arrays, NumPy arrays, Python scalars, or pytrees of them",
-            f"{type(x).__name__} {x!r:.60}",
+            f"{type(x).__name__}{'' if getattr(x, 'dtype', None) is None else ' of dtype ' + str(x.dtype)}",
             "mark it static (static_argnums/static_argnames) or convert it to an array",
         )
     )
@@ -118,19 +168,27 @@ def leaf_names(dyn_args: Sequence[Any], dyn_kwargs: dict) -> list[str]:
 
 
 def signature_key(
-    args: tuple, kwargs: dict, static_argnums: tuple[int, ...], static_argnames: tuple[str, ...], name: str
+    args: tuple,
+    kwargs: dict,
+    static_argnums: tuple[int, ...],
+    static_argnames: tuple[str, ...],
+    name: str,
+    param_names: tuple[str, ...] = (),
 ) -> tuple[Hashable, list[Any]]:
     """(cache key, dynamic argument leaves): the key holds static values and the arguments' abstract signature."""
-    if static_argnums:
-        static_pos = resolve_argnums(static_argnums, len(args), name)
+    if static_argnums or static_argnames:
+        static_pos, static_names = static_split(len(args), kwargs, static_argnums, static_argnames, param_names, name)
+    else:
+        static_pos, static_names = (), ()
+    if static_pos:
         statics = tuple(args[i] for i in static_pos)
         dyn_args = [a for i, a in enumerate(args) if i not in static_pos]
     else:
         statics = ()
         dyn_args = args
-    if static_argnames and kwargs:
-        skw = tuple(sorted((k, v) for k, v in kwargs.items() if k in static_argnames))
-        dkw = {k: v for k, v in kwargs.items() if k not in static_argnames}
+    if static_names and kwargs:
+        skw = tuple(sorted((k, v) for k, v in kwargs.items() if k in static_names))
+        dkw = {k: v for k, v in kwargs.items() if k not in static_names}
     else:
         skw = ()
         dkw = kwargs
@@ -145,7 +203,7 @@ def signature_key(
         try:
             hash((statics, skw))
         except TypeError:
-            raise TypeError(
+            raise ArgumentError(
                 message(
                     name,
                     "a static argument is not hashable",
@@ -227,7 +285,7 @@ def _check_no_state(tree: Any, who: str, what: str) -> None:
             raise StateArgumentError(
                 message(
                     who,
-                    f"{what} {jax.tree_util.keystr(path) or ''} is {describe_state(leaf)}",
+                    " ".join(x for x in (what, jax.tree_util.keystr(path), "is", describe_state(leaf)) if x),
                     "arrays or pytrees of arrays",
                     f"a {type(leaf).__name__} object",
                     "return `s.value` instead of the state itself",
@@ -257,11 +315,12 @@ def trace_stateful(
     name: str = "StatefulFunction",
     state_aval: Callable[[State, Any], Any] = default_state_aval,
     abstract_args: tuple | None = None,
+    param_names: tuple[str, ...] = (),
 ) -> Traced:
     """Trace `fun(*args, **kwargs)` once; see `Traced`. `abstract_args`, if given, replaces the dynamic leaves."""
-    static_pos = resolve_argnums(static_argnums, len(args), name)
+    static_pos, static_names = static_split(len(args), kwargs, static_argnums, static_argnames, param_names, name)
     dyn_args = [a for i, a in enumerate(args) if i not in static_pos]
-    dyn_kwargs = {k: v for k, v in kwargs.items() if k not in static_argnames}
+    dyn_kwargs = {k: v for k, v in kwargs.items() if k not in static_names}
     leaves, in_tree = jax.tree_util.tree_flatten((dyn_args, dyn_kwargs))
     for leaf, where in zip(leaves, leaf_names(dyn_args, dyn_kwargs), strict=True):
         leaf_signature(leaf, name, where)
@@ -273,7 +332,7 @@ def trace_stateful(
         d_args, d_kwargs = jax.tree_util.tree_unflatten(in_tree, flat)
         it = iter(d_args)
         call_args = [args[i] if i in static_pos else next(it) for i in range(len(args))]
-        call_kwargs = {**d_kwargs, **{k: v for k, v in kwargs.items() if k in static_argnames}}
+        call_kwargs = {**d_kwargs, **{k: v for k, v in kwargs.items() if k in static_names}}
         trace = _compat.current_trace()
 
         def hook(state: State) -> Any:
@@ -386,12 +445,13 @@ class StatefulFunction:
         self.axis_env = axis_env
         self.return_only_write = bool(return_only_write)
         self.name = name or "StatefulFunction"
+        self._param_names = positional_names(fun) if (self.static_argnums or self.static_argnames) else ()
         self._cache: dict[Hashable, Traced] = {}
 
     # -- signature and cache -------------------------------------------------------------------------------
     def split(self, args: tuple, kwargs: dict) -> tuple[Hashable, list[Any]]:
         """(cache key, dynamic argument leaves) for a call."""
-        return signature_key(args, kwargs, self.static_argnums, self.static_argnames, self.name)
+        return signature_key(args, kwargs, self.static_argnums, self.static_argnames, self.name, self._param_names)
 
     def trace(self, *args: Any, **kwargs: Any) -> Traced:
         """Return the traced entry for this call's signature (tracing once if needed)."""
@@ -411,6 +471,7 @@ class StatefulFunction:
             axis_env=self.axis_env,
             return_only_write=self.return_only_write,
             name=self.name,
+            param_names=self._param_names,
         )
         if entry.cacheable:
             self._cache[key] = entry

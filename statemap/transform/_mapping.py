@@ -46,8 +46,10 @@ from ._make_jaxpr import (
     leaf_signature,
     normalize_argnames,
     normalize_argnums,
+    positional_names,
     resolve_argnums,
     signature_key,
+    static_split,
     trace_stateful,
 )
 from ._mapping_axes import (
@@ -61,6 +63,7 @@ from ._mapping_axes import (
     normalize_state_axes,
     prefix_leaf_axes,
 )
+from ._method import bind_method, shift_argnums
 
 __all__ = ["StatefulMapping", "MappingPlan"]
 
@@ -105,6 +108,13 @@ class MappingPlan:
         unbatched write-back, ``'-'`` when not written back), ``how`` (``'declared'``, ``'inferred'``,
         ``'policy:<p>'``, ``'rng'`` or ``'read-only'``).
       cache: ``'hit'`` or ``'miss'`` for the signature explained.
+
+    Example:
+      >>> h = sm.ShortTermState(jnp.zeros(3), name="h")
+      >>> f = sm.transform.vmap2(lambda x: h.__setattr__("value", h.value + x), state_in_axes={0: h})
+      >>> plan = f.explain(jnp.ones(3))
+      >>> plan.batch_size, plan.cache, plan.rows[0]["state"], plan.rows[0]["out_axis"]
+      (3, 'miss', "'h'", 0)
     """
 
     def __init__(self, name: str, batch_size: int, rows: list[dict[str, Any]], cache: str) -> None:
@@ -296,6 +306,7 @@ class StatefulMapping:
         self.unexpected_out_state_mapping = unexpected_out_state_mapping
         self.static_argnums = normalize_argnums(static_argnums)
         self.static_argnames = normalize_argnames(static_argnames)
+        self._param_names = positional_names(fun) if (self.static_argnums or self.static_argnames) else ()
         self.axis_env = list(axis_env) if axis_env else []
         self.return_only_write = bool(return_only_write)
         self.axis_size = axis_size
@@ -312,7 +323,7 @@ class StatefulMapping:
 
     # -- calling --------------------------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        key, leaves = signature_key(args, kwargs, self.static_argnums, self.static_argnames, self.name)
+        key, leaves = self._key(args, kwargs)
         plan = self._plans.get(key)
         states = plan.live_states() if plan is not None else None
         if states is None:
@@ -345,9 +356,12 @@ class StatefulMapping:
             for i, k in zip(plan.rng, keys, strict=True):
                 states[i]._value = k
 
+    def _key(self, args: tuple, kwargs: dict) -> tuple[Hashable, list[Any]]:
+        return signature_key(args, kwargs, self.static_argnums, self.static_argnames, self.name, self._param_names)
+
     def call_uncached(self, *args: Any, **kwargs: Any) -> Any:
         """Trace and run without storing the plan (for functions that create states on every call)."""
-        key, leaves = signature_key(args, kwargs, self.static_argnums, self.static_argnames, self.name)
+        key, leaves = self._key(args, kwargs)
         plan, states = self._build(key, args, kwargs, store=False)
         values = [s.value for s in states] if CONTEXT.stack else [s._value for s in states]
         result, out_values, keys = plan.exe(leaves, values)
@@ -372,7 +386,7 @@ class StatefulMapping:
           >>> h.value.sum()
           Array(0., dtype=float32)
         """
-        key, _ = signature_key(args, kwargs, self.static_argnums, self.static_argnames, self.name)
+        key, _ = self._key(args, kwargs)
         plan = self._plans.get(key)
         if plan is not None and plan.live_states() is not None:
             return MappingPlan(self.name, plan.size, plan.rows, "hit")
@@ -391,7 +405,33 @@ class StatefulMapping:
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         if obj is None:
             return self
-        return functools.partial(self, obj)
+        return bind_method(self, obj, self._bound_to)
+
+    def _bound_to(self, obj: Any) -> StatefulMapping:
+        """This mapping applied to ``functools.partial(fun, obj)`` (decorated methods: `self` is not mapped)."""
+        in_axes = self.in_axes
+        if isinstance(in_axes, (tuple, list)):
+            in_axes = tuple(in_axes[1:])
+        bound = StatefulMapping(
+            functools.partial(self.origin_fun, obj),
+            in_axes=in_axes,
+            out_axes=self.out_axes,
+            state_in_axes=self.state_in_axes,
+            state_out_axes=self.state_out_axes,
+            unexpected_out_state_mapping=self.unexpected_out_state_mapping,
+            static_argnums=shift_argnums(self.static_argnums),
+            static_argnames=self.static_argnames,
+            axis_env=self.axis_env,
+            return_only_write=self.return_only_write,
+            axis_size=self.axis_size,
+            axis_name=self.axis_name,
+            name=self.name,
+            mapping_fn=self.mapping_fn,
+            mapping_kwargs=self.mapping_kwargs,
+        )
+        bound._words = self._words
+        bound._donate_argnums = shift_argnums(self._donate_argnums)
+        return bound
 
     # -- building a plan ------------------------------------------------------------------------------------
     def _build(
@@ -399,9 +439,11 @@ class StatefulMapping:
     ) -> tuple[_Plan, list[State]]:
         self._misses += 1
         who = self.name
-        static_pos = resolve_argnums(self.static_argnums, len(args), who)
+        static_pos, static_names = static_split(
+            len(args), kwargs, self.static_argnums, self.static_argnames, self._param_names, who
+        )
         dyn_args = tuple(a for i, a in enumerate(args) if i not in static_pos)
-        dyn_kwargs = {k: v for k, v in kwargs.items() if k not in self.static_argnames}
+        dyn_kwargs = {k: v for k, v in kwargs.items() if k not in static_names}
         in_axes = self.in_axes
         if isinstance(in_axes, (tuple, list)) and len(in_axes) == len(args) and static_pos:
             in_axes = tuple(a for i, a in enumerate(in_axes) if i not in static_pos)
@@ -488,6 +530,7 @@ class StatefulMapping:
             name=self.name,
             state_aval=state_aval,
             abstract_args=tuple(lane_args),
+            param_names=self._param_names,
         )
         return entry, {i: roles[id(s)] for i, s in enumerate(entry.states)}, state_sizes
 

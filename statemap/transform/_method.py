@@ -1,0 +1,45 @@
+"""Decorated methods: a transform used as a method decorator is re-created once per instance.
+
+The instance is bound into the function (``functools.partial(fun, obj)``) instead of being passed as an
+argument, since a Module is not a JAX type; each instance gets its own transform (and cache), held weakly.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["bind_method", "shift_argnums"]
+
+
+def shift_argnums(argnums: tuple[int, ...]) -> tuple[int, ...]:
+    """Argument numbers after binding the first argument: 0 disappears, positive ones move down by one."""
+    return tuple(i - 1 if i > 0 else i for i in argnums if i != 0)
+
+
+def bind_method(transform: Any, obj: Any, make: Callable[[Any], Any]) -> Any:
+    """The transform bound to `obj`, created by ``make(obj)`` on first use and cached per instance."""
+    cache = transform.__dict__.get("_bound")
+    if cache is None:
+        cache = transform.__dict__["_bound"] = {"weak": weakref.WeakKeyDictionary(), "by_id": {}}
+    try:
+        bound = cache["weak"].get(obj)
+    except TypeError:  # unhashable instance: key on identity, dropped when the instance dies
+        entry = cache["by_id"].get(id(obj))
+        if entry is not None and entry[0]() is obj:
+            return entry[1]
+        bound = make(obj)
+        try:
+            ref = weakref.ref(obj, lambda _, k=id(obj), d=cache["by_id"]: d.pop(k, None))
+        except TypeError:  # not weak-referenceable either: no caching
+            return bound
+        cache["by_id"][id(obj)] = (ref, bound)
+        return bound
+    if bound is None:
+        bound = make(obj)
+        try:
+            cache["weak"][obj] = bound
+        except TypeError:
+            return bound
+    return bound
