@@ -8,6 +8,7 @@ from . import nn as nn
 from . import random as random
 from . import transform as transform
 from . import util as util
+from ._errors import ArgumentError as ArgumentError
 from ._errors import BatchAxisError as BatchAxisError
 from ._errors import MappingRuntimeError as MappingRuntimeError
 from ._errors import StateArgumentError as StateArgumentError
@@ -27,6 +28,7 @@ from ._trace import catch_new_states as catch_new_states
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentError",
     "BatchAxisError",
     "BatchState",
     "HiddenState",
