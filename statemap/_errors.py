@@ -147,7 +147,8 @@ def tree_aval(tree: Any) -> str:
     import jax
 
     leaves, treedef = jax.tree_util.tree_flatten(tree)
-    if treedef.num_leaves == 1 and treedef.num_nodes == 1:
+    treedef_: Any = treedef
+    if treedef_.num_leaves == 1 and treedef_.num_nodes == 1:
         return short_aval(leaves[0])
     return "{" + ", ".join(short_aval(x) for x in leaves) + "}"
 

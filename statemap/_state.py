@@ -40,7 +40,7 @@ def _is_library_frame(module: str) -> bool:
 
 def _creation_site() -> tuple[str, int]:
     """(filename, line) of the first frame outside the library: where the user created the state."""
-    frame = sys._getframe(2)
+    frame: Any = sys._getframe(2)
     while frame is not None and (
         not frame.f_code.co_filename.startswith(("<doctest", "<string>", "<stdin>"))
         and _is_library_frame(frame.f_globals.get("__name__", ""))
@@ -227,8 +227,8 @@ class State:
         self._dead = None
 
     def _check_structure(self, value: Any) -> None:
-        old = jax.tree_util.tree_structure(self._value)
-        new = jax.tree_util.tree_structure(value)
+        old: Any = jax.tree_util.tree_structure(self._value)
+        new: Any = jax.tree_util.tree_structure(value)
         if old != new:
             raise StateStructureError(
                 message(

@@ -23,7 +23,7 @@ class LIF(sm.nn.Module):
         self.tau = tau
         self.threshold = threshold
 
-    def init_state(self) -> None:
+    def init_state(self, **kwargs: object) -> None:
         self.V = sm.HiddenState(sm.random.uniform(0.0, 1.0, size=self.n))
         self.spikes = sm.ShortTermState(jnp.zeros(self.n, dtype=jnp.int32))
 

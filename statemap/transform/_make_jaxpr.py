@@ -120,7 +120,7 @@ def static_split(
     return pos, names
 
 
-def leaf_signature(x: Any, who: str, where: str) -> Hashable:
+def leaf_signature(x: Any, who: str, where: str) -> Any:
     """Abstract signature of one argument leaf: (shape, dtype, weak_type), or its Python scalar type."""
     try:
         sig = (x.shape, x.dtype, getattr(x, "weak_type", False))
@@ -182,7 +182,7 @@ def signature_key(
         static_pos, static_names = (), ()
     if static_pos:
         statics = tuple(args[i] for i in static_pos)
-        dyn_args = [a for i, a in enumerate(args) if i not in static_pos]
+        dyn_args: Sequence[Any] = [a for i, a in enumerate(args) if i not in static_pos]
     else:
         statics = ()
         dyn_args = args

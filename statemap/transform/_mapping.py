@@ -324,11 +324,12 @@ class StatefulMapping:
     # -- calling --------------------------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         key, leaves = self._key(args, kwargs)
-        plan = self._plans.get(key)
-        states = plan.live_states() if plan is not None else None
-        if states is None:
+        cached = self._plans.get(key)
+        states = cached.live_states() if cached is not None else None
+        if cached is None or states is None:
             plan, states = self._build(key, args, kwargs)
         else:
+            plan = cached
             self._hits += 1
         values = [s.value for s in states] if CONTEXT.stack else [s._value for s in states]
         try:

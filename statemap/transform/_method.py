@@ -30,8 +30,14 @@ def bind_method(transform: Any, obj: Any, make: Callable[[Any], Any]) -> Any:
         if entry is not None and entry[0]() is obj:
             return entry[1]
         bound = make(obj)
+        by_id: dict[int, Any] = cache["by_id"]
+        key = id(obj)
+
+        def forget(_: Any) -> None:
+            by_id.pop(key, None)
+
         try:
-            ref = weakref.ref(obj, lambda _, k=id(obj), d=cache["by_id"]: d.pop(k, None))
+            ref = weakref.ref(obj, forget)
         except TypeError:  # not weak-referenceable either: no caching
             return bound
         cache["by_id"][id(obj)] = (ref, bound)

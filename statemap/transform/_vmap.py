@@ -17,11 +17,37 @@ __all__ = ["vmap2", "pmap2", "vmap"]
 
 
 @overload
-def vmap2(fn: Callable, **kwargs: Any) -> StatefulMapping: ...
+def vmap2(
+    fn: Callable,
+    *,
+    in_axes: Any = 0,
+    out_axes: Any = 0,
+    axis_name: Hashable | None = None,
+    axis_size: int | None = None,
+    spmd_axis_name: Hashable | tuple[Hashable, ...] | None = None,
+    state_in_axes: Any = None,
+    state_out_axes: Any = None,
+    unexpected_out_state_mapping: str = "raise",
+    static_argnums: int | Sequence[int] = (),
+    static_argnames: str | Sequence[str] = (),
+) -> StatefulMapping: ...
 
 
 @overload
-def vmap2(fn: None = None, **kwargs: Any) -> Callable[[Callable], StatefulMapping]: ...
+def vmap2(
+    fn: None = None,
+    *,
+    in_axes: Any = 0,
+    out_axes: Any = 0,
+    axis_name: Hashable | None = None,
+    axis_size: int | None = None,
+    spmd_axis_name: Hashable | tuple[Hashable, ...] | None = None,
+    state_in_axes: Any = None,
+    state_out_axes: Any = None,
+    unexpected_out_state_mapping: str = "raise",
+    static_argnums: int | Sequence[int] = (),
+    static_argnames: str | Sequence[str] = (),
+) -> Callable[[Callable], StatefulMapping]: ...
 
 
 def vmap2(
@@ -169,7 +195,7 @@ def pmap2(
     )
     if fn is None:
         return functools.partial(pmap2, **options)  # type: ignore[return-value]
-    pmap_kwargs = {}
+    pmap_kwargs: dict[str, Any] = {}
     if devices is not None:
         pmap_kwargs["devices"] = devices
     if backend is not None:
