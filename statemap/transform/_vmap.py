@@ -94,15 +94,32 @@ def vmap2(
       >>> w.value
       Array([0., 1., 2.], dtype=float32)
 
-      Each member of an ensemble gets its own dropout mask from the global generator:
+      Training an ensemble: each of 4 members has its own parameters (leading axis 4) and draws its own dropout
+      mask from the global generator; one compiled step updates all members:
 
-      >>> weights = sm.ParamState(jnp.ones((4, 3)), name="weights")  # 4 members
-      >>> @sm.transform.vmap2(state_in_axes={0: sm.ParamState})
-      ... def forward(x):
-      ...     keep = sm.random.bernoulli(0.5, size=x.shape)
-      ...     return (weights.value * jnp.where(keep, x, 0.0)).sum()
-      >>> forward(jnp.ones((4, 3))).shape
-      (4,)
+      >>> class MLP(sm.nn.Module):
+      ...     def __init__(self, members):
+      ...         self.w1 = sm.ParamState(sm.random.normal(size=(members, 2, 8)) * 0.5)
+      ...         self.w2 = sm.ParamState(sm.random.normal(size=(members, 8)) * 0.5)
+      >>> model = MLP(members=4)
+      >>> params = model.states(sm.ParamState)
+      >>> def loss_fn(x, y):
+      ...     h = jax.nn.relu(x @ model.w1.value)
+      ...     keep = sm.random.bernoulli(0.9, size=h.shape)  # differs per member
+      ...     return jnp.mean((jnp.where(keep, h / 0.9, 0.0) @ model.w2.value - y) ** 2)
+      >>> @sm.transform.jit
+      ... @sm.transform.vmap2(in_axes=None, state_in_axes={0: sm.ParamState})
+      ... def train_step(x, y):
+      ...     grads, loss = sm.transform.grad(loss_fn, grad_states=params, return_value=True)(x, y)
+      ...     for path, g in grads.items():
+      ...         params[path].value = params[path].value - 0.1 * g
+      ...     return loss
+      >>> x = sm.random.normal(size=(16, 2)); y = x.sum(axis=1)
+      >>> first = train_step(x, y)
+      >>> for _ in range(50):
+      ...     last = train_step(x, y)
+      >>> first.shape, bool((last < first).all())
+      ((4,), True)
     """
     options = dict(
         in_axes=in_axes,
