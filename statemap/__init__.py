@@ -10,6 +10,7 @@ from . import transform as transform
 from . import util as util
 from ._errors import ArgumentError as ArgumentError
 from ._errors import BatchAxisError as BatchAxisError
+from ._errors import ControlFlowError as ControlFlowError
 from ._errors import MappingRuntimeError as MappingRuntimeError
 from ._errors import StateArgumentError as StateArgumentError
 from ._errors import StatemapError as StatemapError
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ArgumentError",
     "BatchAxisError",
+    "ControlFlowError",
     "BatchState",
     "HiddenState",
     "LongTermState",

@@ -550,3 +550,18 @@ def test_random_static_argnums(argnums, nargs):
         _checked_call(f, [s], *args)
     assert isinstance(info.value, ValueError)
     assert not isinstance(info.value, IndexError)
+
+
+def test_state_holding_python_scalar():
+    # A Python scalar's signature must equal the weak-typed tracer's that stands for it inside the trace;
+    # otherwise the runner sees a "changed" state forever and a private exception escapes.
+    n = sm.State(0, name="n")
+
+    @sm.transform.jit
+    def tick():
+        n.value = n.value + 1
+        return n.value
+
+    assert int(tick()) == 1
+    assert int(tick()) == 2
+    assert int(n.value) == 2

@@ -14,13 +14,14 @@ from typing import Any, overload
 
 import jax
 
+from .._errors import MappingRuntimeError
 from .._trace import CONTEXT
 from ._make_jaxpr import (
     StatefulFunction,
     Traced,
-    leaf_signature,
     normalize_argnums,
     resolve_argnums,
+    value_signature,
 )
 from ._method import bind_method, shift_argnums
 
@@ -32,7 +33,7 @@ class _StaleTrace(Exception):
 
 
 def _run(entry: Traced, state_vals: list[Any], arg_leaves: list[Any]) -> tuple[list[Any], Any]:
-    sigs = tuple(tuple(leaf_signature(x, "", "") for x in jax.tree_util.tree_leaves(v)) for v in state_vals)
+    sigs = tuple(value_signature(v) for v in state_vals)
     if sigs != entry.state_sigs:
         raise _StaleTrace
     return entry.call_flat(arg_leaves, state_vals)
@@ -110,7 +111,13 @@ class JittedFunction:
             entry = sf._lookup(key, args, kwargs)
             states = entry.states
             values = [s.value for s in states] if CONTEXT.stack else [s._value for s in states]
-            new_values, out = self._runner(len(args))(entry, values, leaves)
+            try:
+                new_values, out = self._runner(len(args))(entry, values, leaves)
+            except _StaleTrace:
+                raise MappingRuntimeError(
+                    "jit: a fresh trace does not match the states' current types; this is a bug in statemap, "
+                    "please report it with the function's code"
+                ) from None
         if CONTEXT.stack:
             for i, v in zip(entry.out_states, new_values, strict=True):
                 states[i].value = v

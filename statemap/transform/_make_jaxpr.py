@@ -153,8 +153,18 @@ def leaf_signature(x: Any, who: str, where: str) -> Any:
     )
 
 
+def value_signature(value: Any) -> tuple:
+    """Abstract signature of a state's value: the avals of its leaves.
+
+    `jax.typeof` gives the same answer for a Python scalar and for the weak-typed tracer that stands for it
+    inside a trace, so a state holding ``0`` is not mistaken for a changed state
+    (tests/test_jit.py::test_state_holding_python_scalar).
+    """
+    return tuple(jax.typeof(x) for x in jax.tree_util.tree_leaves(value))
+
+
 def state_signature(state: State) -> tuple:
-    return tuple(leaf_signature(x, "", "") for x in jax.tree_util.tree_leaves(state._value))
+    return value_signature(state._value)
 
 
 def leaf_names(dyn_args: Sequence[Any], dyn_kwargs: dict) -> list[str]:
@@ -395,7 +405,7 @@ def trace_stateful(
         ):  # pragma: no cover - State.value setter checks first
             raise StatemapError(f"{name}: {describe_state(entry.states[i])} changed pytree structure")
     entry.state_sigs = tuple(
-        tuple(leaf_signature(x, "", "") for x in jax.tree_util.tree_leaves(v)) for v in info["originals"]
+        value_signature(v) for v in info["originals"]
     )
     return entry
 

@@ -37,7 +37,7 @@ from typing import Any
 import jax
 
 from .. import _compat
-from .._errors import BatchAxisError, StatemapError, describe_state, message, short_aval, tree_aval
+from .._errors import BatchAxisError, MappingRuntimeError, StatemapError, describe_state, message, short_aval, tree_aval
 from .._state import State
 from .._trace import CONTEXT
 from ..random._rng import RandomState
@@ -51,6 +51,7 @@ from ._make_jaxpr import (
     signature_key,
     static_split,
     trace_stateful,
+    value_signature,
 )
 from ._mapping_axes import (
     POLICIES,
@@ -338,7 +339,13 @@ class StatefulMapping:
             self._plans.pop(key, None)
             plan, states = self._build(key, args, kwargs)
             values = [s.value for s in states] if CONTEXT.stack else [s._value for s in states]
-            result, out_values, keys = plan.exe(leaves, values)
+            try:
+                result, out_values, keys = plan.exe(leaves, values)
+            except _StalePlan:
+                raise MappingRuntimeError(
+                    f"{self.name}: a fresh plan does not match the states' current types; this is a bug in "
+                    "statemap, please report it with the function's code"
+                ) from None
         self._write(plan, states, out_values, keys)
         return result
 
@@ -823,7 +830,7 @@ class StatefulMapping:
 
         def run(arg_leaves: list[Any], values: list[Any]) -> tuple[Any, list[Any], list[Any]]:
             sigs = tuple(
-                tuple(leaf_signature(x, "", "") for x in jax.tree_util.tree_leaves(v)) for v in values
+                value_signature(v) for v in values
             )
             if sigs != state_sigs:
                 raise _StalePlan
