@@ -23,7 +23,7 @@ from ._make_jaxpr import (
     resolve_argnums,
     value_signature,
 )
-from ._method import bind_method, shift_argnums
+from ._method import bind_method, shift_argnums, weak_partial
 
 __all__ = ["jit", "JittedFunction"]
 
@@ -136,7 +136,7 @@ class JittedFunction:
     def _bound_to(self, obj: Any) -> JittedFunction:
         """This jit applied to ``functools.partial(fun, obj)``: a decorated method's `self` is not an argument."""
         return JittedFunction(
-            functools.partial(self.origin_fun, obj),
+            weak_partial(self.origin_fun, obj),
             shift_argnums(self.stateful.static_argnums),
             self.stateful.static_argnames,
             shift_argnums(self.donate_argnums),

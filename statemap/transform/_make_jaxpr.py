@@ -160,7 +160,11 @@ def value_signature(value: Any) -> tuple:
     inside a trace, so a state holding ``0`` is not mistaken for a changed state
     (tests/test_jit.py::test_state_holding_python_scalar).
     """
-    return tuple(jax.typeof(x) for x in jax.tree_util.tree_leaves(value))
+    out = []
+    for x in jax.tree_util.tree_leaves(value):
+        a = jax.typeof(x)
+        out.append((a.shape, a.dtype, a.weak_type))  # not the sharding: a pmap output's differs from its input's
+    return tuple(out)
 
 
 def state_signature(state: State) -> tuple:

@@ -64,7 +64,7 @@ from ._mapping_axes import (
     normalize_state_axes,
     prefix_leaf_axes,
 )
-from ._method import bind_method, shift_argnums
+from ._method import bind_method, shift_argnums, weak_partial
 
 __all__ = ["StatefulMapping", "MappingPlan"]
 
@@ -315,6 +315,7 @@ class StatefulMapping:
         self.mapping_fn = mapping_fn
         self.mapping_kwargs = dict(mapping_kwargs or {})
         self._describe_output: Callable[[Any], str] = lambda p: f"output result{jax.tree_util.keystr(p)}"
+        self._none_fix = "set out_axes=0 for it, or reduce it over the axis (jax.lax.psum with axis_name)"
         self._words = ("state_in_axes", "state_out_axes")  # legacy `vmap` says in_states/out_states
         self._donate_argnums: tuple[int, ...] = ()  # pmap2: user argument numbering
         self._plans: dict[Hashable, _Plan] = {}
@@ -421,7 +422,7 @@ class StatefulMapping:
         if isinstance(in_axes, (tuple, list)):
             in_axes = tuple(in_axes[1:])
         bound = StatefulMapping(
-            functools.partial(self.origin_fun, obj),
+            weak_partial(self.origin_fun, obj),
             in_axes=in_axes,
             out_axes=self.out_axes,
             state_in_axes=self.state_in_axes,
@@ -489,9 +490,11 @@ class StatefulMapping:
         counts = [len(jax.tree_util.tree_leaves(a)) for a in dyn_args]
         donate = self._donated_leaves(static_pos, len(args), counts)
         self._make_exe(plan, axes, donate)
+        states = list(entry.states)
+        entry.states = ()  # the plan holds states only weakly (plan.refs); dead states rebuild the plan
         if store and entry.cacheable:
             self._plans[key] = plan
-        return plan, list(entry.states)
+        return plan, states
 
     def _trace(
         self, args: tuple, kwargs: dict, lane_args: list[Any], guess: int, forced: dict[int, int]
@@ -739,6 +742,17 @@ class StatefulMapping:
             ) from None
         paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(dummy)[0]]
         for j, (ax, d, path) in enumerate(zip(flat, result_dims, paths, strict=True)):
+            nd = entry.jaxpr.out_avals[j].ndim
+            if ax is not None and not -(nd + 1) <= ax <= nd:
+                raise BatchAxisError(
+                    message(
+                        who,
+                        f"{self._describe_output(path)} has out_axes {ax}, which is out of range",
+                        f"an axis in [{-(nd + 1)}, {nd}] (each lane's output has {nd} dimension(s))",
+                        f"out_axes={ax} for a per-lane output of {short_aval(entry.jaxpr.out_avals[j])}",
+                        "fix out_axes for this output",
+                    )
+                )
             if ax is None and d is not None:
                 raise BatchAxisError(
                     message(
@@ -746,7 +760,7 @@ class StatefulMapping:
                         f"{self._describe_output(path)} depends on the mapped axis but out_axes is None for it",
                         "an int out_axes for every output that varies per lane",
                         f"out_axes None for a per-lane output of {short_aval(entry.jaxpr.out_avals[j])}",
-                        "set out_axes=0 for it, or reduce it over the axis (jax.lax.psum with axis_name)",
+                        self._none_fix,
                     )
                 )
         self._result_axes = flat  # used by _make_exe

@@ -78,7 +78,13 @@ def normalize_state_axes(spec: Any, who: str, what: str) -> dict[Hashable, Predi
     """
     if spec is None:
         return {}
-    if isinstance(spec, dict) and not all(isinstance(v, State) for v in spec.values()):
+    axis_keys = (
+        all(k is None or (isinstance(k, int) and not isinstance(k, bool)) for k in spec)
+        if isinstance(spec, dict)
+        else False
+    )
+    # A dict is ``{axis: selector}`` unless it is a ``{name: State}`` collection (non-axis keys, State values).
+    if isinstance(spec, dict) and (axis_keys or not all(isinstance(v, State) for v in spec.values())):
         out: dict[Hashable, Predicate] = {}
         for axis, selector in spec.items():
             if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
@@ -165,9 +171,7 @@ def arg_leaf_axes(in_axes: Any, dyn_args: tuple, dyn_kwargs: dict, who: str) -> 
                 )
             ) from None
         if len(sub) != n:  # pragma: no cover - defensive
-            raise BatchAxisError(
-                f"{who}: in_axes entry for argument {i} does not match the argument's leaves"
-            )
+            raise BatchAxisError(f"{who}: in_axes entry for argument {i} does not match the argument's leaves")
         axes.extend(sub)
     axes.extend([0] * len(jax.tree_util.tree_leaves(dyn_kwargs)))
     return axes

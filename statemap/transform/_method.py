@@ -10,7 +10,35 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["bind_method", "shift_argnums"]
+__all__ = ["bind_method", "shift_argnums", "weak_partial"]
+
+
+class _WeakBound:
+    """``fun(obj, *args)`` holding `obj` weakly, so a per-instance transform never keeps its instance alive."""
+
+    __slots__ = ("fun", "ref", "__name__", "__qualname__", "__weakref__")
+
+    def __init__(self, fun: Callable, ref: Any) -> None:
+        self.fun = fun
+        self.ref = ref
+        self.__name__ = getattr(fun, "__name__", "method")
+        self.__qualname__ = getattr(fun, "__qualname__", self.__name__)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        obj = self.ref()
+        if obj is None:
+            raise ReferenceError("the instance this method transform was bound to no longer exists")
+        return self.fun(obj, *args, **kwargs)
+
+
+def weak_partial(fun: Callable, obj: Any) -> Callable:
+    """``functools.partial(fun, obj)`` that holds `obj` weakly when it can."""
+    try:
+        return _WeakBound(fun, weakref.ref(obj))
+    except TypeError:
+        import functools
+
+        return functools.partial(fun, obj)
 
 
 def shift_argnums(argnums: tuple[int, ...]) -> tuple[int, ...]:

@@ -94,6 +94,10 @@ def _map_creating(
         mapping_fn=mapping_fn,
     )
     mapping._describe_output = describe
+    mapping._none_fix = (
+        "give it the same value in every member (not derived from random draws or mapped data), or make it "
+        "a batched state (not a NonBatchState, or select it with state_out_axes={0: ...})"
+    )
     out, values = mapping.call_uncached(*args)
     for s, v in zip(caught, values, strict=True):
         s.restore_value(v)
