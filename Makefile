@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-smoke clean
+.PHONY: demo test lint bench bench-smoke bench-peer clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,7 +16,8 @@ demo: $(STAMP)
 	$(BIN)/python -m statemap.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check statemap tests bench
+	$(BIN)/ruff check statemap tests bench conftest.py
+	$(BIN)/mypy statemap
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
@@ -26,6 +27,9 @@ bench: $(STAMP)
 
 bench-smoke: $(STAMP)
 	$(BIN)/python -m bench.run --smoke
+
+bench-peer: $(STAMP)
+	$(BIN)/python -m bench.run --peer
 
 clean:
 	rm -rf $(VENV)
