@@ -1,9 +1,17 @@
 """`jit`: `jax.jit` for functions that read and write states.
 
-Each signature is traced once by `StatefulFunction`; its jaxpr runs inside one `jax.jit` object built at
-decoration time (stable identity, so JAX's C++ dispatch cache hits on warm calls). State values go in as
-arguments and written states' new values come out and are written back. If a state changed shape since the
-trace, JAX retraces the jitted runner, which notices and asks for a fresh trace instead of failing.
+Each signature is traced once by `StatefulFunction`; its jaxpr is what runs, never the Python body again.
+
+Eager calls take the *dispatch* path: one `jax.jit` object, built at decoration time, receives the values of
+every state the function is known to touch plus the call's arguments, so JAX's C++ dispatch does the signature
+check and cache lookup. Its traced body (run by JAX only for a new signature) finds the `Traced` entry and
+evaluates it; the new values of all known states come back and are written back. A signature that touches a
+state not yet known raises an internal exception at trace time; the state is added and the call retried.
+
+Inside an enclosing statemap transform (or with static/donated arguments) the *traced* path is used: look up
+the entry, read the states through `State.value` (recording the reads), call a per-entry runner, write back
+through `State.value`. If a state changed shape since the trace, JAX retraces the runner, which notices and
+asks for a fresh trace instead of failing.
 """
 
 from __future__ import annotations
@@ -15,12 +23,14 @@ from typing import Any, overload
 import jax
 
 from .._errors import MappingRuntimeError
+from .._state import State
 from .._trace import CONTEXT
 from ._make_jaxpr import (
     StatefulFunction,
     Traced,
     normalize_argnums,
     resolve_argnums,
+    signature_key,
     value_signature,
 )
 from ._method import bind_method, shift_argnums, weak_partial
@@ -30,6 +40,22 @@ __all__ = ["jit", "JittedFunction"]
 
 class _StaleTrace(Exception):
     """Internal: a state's shape changed since the entry was traced (never reaches users)."""
+
+
+class _NewStates(Exception):
+    """Internal: a new signature touches states the dispatch path does not pass yet (never reaches users)."""
+
+    def __init__(self, states: list[State]) -> None:
+        super().__init__()
+        self.states = states
+
+
+class _DeadState(Exception):
+    """Internal: a known state holds a dead tracer; take the traced path, which reports it properly."""
+
+
+def _dead(state: State) -> Any:
+    raise _DeadState
 
 
 def _run(entry: Traced, state_vals: list[Any], arg_leaves: list[Any]) -> tuple[list[Any], Any]:
@@ -74,7 +100,32 @@ class JittedFunction:
         self.donate_argnums = normalize_argnums(donate_argnums, "donate_argnums")
         self._jit_kwargs = jit_kwargs
         self._runners: dict[int, Callable] = {}
+        self._known: list[State] = []
+        self._known_index: dict[int, int] = {}
+        simple = not (self.stateful.static_argnums or self.stateful.static_argnames or self.donate_argnums)
+        self._dispatcher: Callable | None = jax.jit(self._dispatch, **jit_kwargs) if simple else None
         functools.update_wrapper(self, fun, updated=())
+
+    def _dispatch(self, values: list[Any], args: tuple, kwargs: dict) -> tuple[list[Any], Any]:
+        """Body of the dispatch `jax.jit`; runs only when JAX traces a new signature."""
+        sf = self.stateful
+        key, leaves = sf.split(args, kwargs)
+        entry = sf._lookup(key, args, kwargs)
+        index = self._known_index
+        missing = [s for s in entry.states if id(s) not in index]
+        if missing:
+            raise _NewStates(missing)
+        pos = [index[id(s)] for s in entry.states]
+        new_values, out = entry.call_flat(leaves, [values[p] for p in pos])
+        outs = list(values)
+        for i, v in zip(entry.out_states, new_values, strict=True):
+            outs[pos[i]] = v
+        return outs, out
+
+    def _add_known(self, states: list[State]) -> None:
+        known = self._known + [s for s in states if id(s) not in self._known_index]
+        self._known_index = {id(s): i for i, s in enumerate(known)}
+        self._known = known
 
     def _runner(self, nargs: int) -> Callable:
         runner = self._runners.get(nargs)
@@ -94,38 +145,59 @@ class JittedFunction:
         return runner
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        dispatcher = self._dispatcher
+        if dispatcher is None or CONTEXT.stack:
+            return self._call_traced(args, kwargs)
+        known = self._known
+        try:
+            values = [s._value if s._dead is None else _dead(s) for s in known]
+            new_values, out = dispatcher(values, args, kwargs)
+        except _NewStates as e:
+            self._add_known(e.states)
+            return self(*args, **kwargs)
+        except _DeadState:
+            return self._call_traced(args, kwargs)
+        except TypeError:
+            self.stateful.split(args, kwargs)  # raises a statemap ArgumentError naming a bad argument
+            raise
+        for s, v in zip(known, new_values, strict=True):
+            s._value = v
+        return out
+
+    def _call_traced(self, args: tuple, kwargs: dict) -> Any:
+        # One signature key, one cache lookup, one compiled call per entry, one write-back.
         sf = self.stateful
-        key, leaves = sf.split(args, kwargs)
+        key, leaves = signature_key(args, kwargs, sf.static_argnums, sf.static_argnames, sf.name, sf._param_names)
         entry = sf._cache.get(key)
         if entry is None:
             entry = sf._lookup(key, args, kwargs)
         states = entry.states
-        if CONTEXT.stack:
+        stack = CONTEXT.stack
+        if stack:
             values = [s.value for s in states]
         else:
-            values = [s._value for s in states]
+            values = [s._value if s._dead is None else s.value for s in states]
+        runner = self._runners.get(len(args)) or self._runner(len(args))
         try:
-            new_values, out = self._runner(len(args))(entry, values, leaves)
+            new_values, out = runner(entry, values, leaves)
         except _StaleTrace:
             sf._cache.pop(key, None)
             entry = sf._lookup(key, args, kwargs)
             states = entry.states
-            values = [s.value for s in states] if CONTEXT.stack else [s._value for s in states]
+            values = [s.value for s in states]
             try:
-                new_values, out = self._runner(len(args))(entry, values, leaves)
+                new_values, out = runner(entry, values, leaves)
             except _StaleTrace:
                 raise MappingRuntimeError(
                     "jit: a fresh trace does not match the states' current types; this is a bug in statemap, "
                     "please report it with the function's code"
                 ) from None
-        if CONTEXT.stack:
+        if stack:
             for i, v in zip(entry.out_states, new_values, strict=True):
                 states[i].value = v
         else:
             for i, v in zip(entry.out_states, new_values, strict=True):
-                s = states[i]
-                s._value = v
-                s._dead = None
+                states[i]._value = v
         return out
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
@@ -147,6 +219,8 @@ class JittedFunction:
         """Forget traced signatures and compiled executables."""
         self.stateful.clear_cache()
         self._runners.clear()
+        if self._dispatcher is not None:
+            self._dispatcher = jax.jit(self._dispatch, **self._jit_kwargs)
 
 
 @overload

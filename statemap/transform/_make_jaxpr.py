@@ -30,6 +30,7 @@ from .._trace import CONTEXT, StateTrace, catch_new_states
 __all__ = ["StatefulFunction", "make_jaxpr", "Traced"]
 
 _SCALAR_TYPES = (int, float, bool, complex)
+_tree_flatten = jax.tree_util.tree_flatten
 
 
 def normalize_argnums(argnums: int | Sequence[int] | None, what: str = "static_argnums") -> tuple[int, ...]:
@@ -189,7 +190,17 @@ def signature_key(
     name: str,
     param_names: tuple[str, ...] = (),
 ) -> tuple[Hashable, list[Any]]:
-    """(cache key, dynamic argument leaves): the key holds static values and the arguments' abstract signature."""
+    """(cache key, dynamic argument leaves): the key holds static values and the arguments' abstract signature.
+
+    This runs on every warm call of every transform, so the common case (no static arguments, JAX arrays) is
+    one flatten and one tuple of avals.
+    """
+    if not (static_argnums or static_argnames):
+        leaves, tree = _tree_flatten((args, kwargs))
+        try:
+            return (tree, tuple([x.aval for x in leaves])), leaves
+        except AttributeError:
+            pass
     if static_argnums or static_argnames:
         static_pos, static_names = static_split(len(args), kwargs, static_argnums, static_argnames, param_names, name)
     else:
@@ -212,7 +223,7 @@ def signature_key(
     except AttributeError:
         names = leaf_names(dyn_args, dkw)
         sig = tuple([leaf_signature(x, name, w) for x, w in zip(leaves, names, strict=True)])
-    key = (len(args), statics, skw, tree, sig)
+    key = (tree, sig, statics, skw) if (statics or skw) else (tree, sig)
     if statics or skw:
         try:
             hash((statics, skw))

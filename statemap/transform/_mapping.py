@@ -85,9 +85,7 @@ def _sds(x: Any) -> jax.ShapeDtypeStruct:
 def _is_scalar_key(value: Any) -> bool:
     dtype = getattr(value, "dtype", None)
     return (
-        dtype is not None
-        and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-        and getattr(value, "shape", None) == ()
+        dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and getattr(value, "shape", None) == ()
     )
 
 
@@ -130,9 +128,7 @@ class MappingPlan:
         widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
         lines = [f"{self.name}: batch size {self.batch_size}, plan cache {self.cache}"]
         for j, row in enumerate(table):
-            lines.append(
-                "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            )
+            lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
             if j == 0:
                 lines.append("  " + "  ".join("-" * w for w in widths))
         if not self.rows:
@@ -146,7 +142,7 @@ class MappingPlan:
 class _Plan:
     """A built plan: the traced entry, the states' roles and the executable."""
 
-    __slots__ = ("refs", "entry", "size", "roles", "out_list", "out_axes", "rng", "exe", "rows", "jitted")
+    __slots__ = ("refs", "entry", "size", "roles", "out_list", "out_axes", "rng", "write", "exe", "rows", "jitted")
 
     def __init__(self) -> None:
         self.refs: list[weakref.ref] = []
@@ -156,6 +152,7 @@ class _Plan:
         self.out_list: list[int] = []  # state indices written back, in order
         self.out_axes: list[int | None] = []
         self.rng: list[int] = []
+        self.write: list[int] = []  # out_list + rng: the order of the executable's new state values
         self.exe: Callable
         self.rows: list[dict[str, Any]] = []
         self.jitted = False
@@ -284,9 +281,7 @@ class StatefulMapping:
                 )
             )
         check_in_axes_type(in_axes, who)
-        if axis_size is not None and (
-            isinstance(axis_size, bool) or not isinstance(axis_size, int) or axis_size < 1
-        ):
+        if axis_size is not None and (isinstance(axis_size, bool) or not isinstance(axis_size, int) or axis_size < 1):
             raise ValueError(
                 message(
                     who,
@@ -325,45 +320,45 @@ class StatefulMapping:
 
     # -- calling --------------------------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        key, leaves = self._key(args, kwargs)
-        cached = self._plans.get(key)
-        states = cached.live_states() if cached is not None else None
-        if cached is None or states is None:
+        # The warm path: one signature key, one pass over the plan's states, one compiled call, one write-back.
+        key, leaves = signature_key(
+            args, kwargs, self.static_argnums, self.static_argnames, self.name, self._param_names
+        )
+        plan = self._plans.get(key)
+        states: list[Any] | None = None
+        if plan is not None:
+            states = [r() for r in plan.refs]
+            try:
+                values = [s._value if s._dead is None else s.value for s in states]
+            except AttributeError:  # a state died: rebuild the plan
+                plan = None
+            else:
+                self._hits += 1
+        if plan is None:
             plan, states = self._build(key, args, kwargs)
-        else:
-            plan = cached
-            self._hits += 1
-        values = [s.value for s in states] if CONTEXT.stack else [s._value for s in states]
+            values = [s._value if s._dead is None else s.value for s in states]
+        if CONTEXT.stack:
+            values = [s.value for s in states]  # record the reads in enclosing traces
         try:
-            result, out_values, keys = plan.exe(leaves, values)
+            result, new_values = plan.exe(leaves, values)
         except _StalePlan:
             self._plans.pop(key, None)
             plan, states = self._build(key, args, kwargs)
-            values = [s.value for s in states] if CONTEXT.stack else [s._value for s in states]
+            values = [s.value for s in states]
             try:
-                result, out_values, keys = plan.exe(leaves, values)
+                result, new_values = plan.exe(leaves, values)
             except _StalePlan:
                 raise MappingRuntimeError(
                     f"{self.name}: a fresh plan does not match the states' current types; this is a bug in "
                     "statemap, please report it with the function's code"
                 ) from None
-        self._write(plan, states, out_values, keys)
-        return result
-
-    @staticmethod
-    def _write(plan: _Plan, states: list[State], out_values: list[Any], keys: list[Any]) -> None:
         if CONTEXT.stack:
-            for i, v in zip(plan.out_list, out_values, strict=True):
+            for i, v in zip(plan.write, new_values, strict=True):
                 states[i].value = v
-            for i, k in zip(plan.rng, keys, strict=True):
-                states[i].value = k
         else:
-            for i, v in zip(plan.out_list, out_values, strict=True):
-                s = states[i]
-                s._value = v
-                s._dead = None
-            for i, k in zip(plan.rng, keys, strict=True):
-                states[i]._value = k
+            for i, v in zip(plan.write, new_values, strict=True):
+                states[i]._value = v
+        return result
 
     def _key(self, args: tuple, kwargs: dict) -> tuple[Hashable, list[Any]]:
         return signature_key(args, kwargs, self.static_argnums, self.static_argnames, self.name, self._param_names)
@@ -373,8 +368,9 @@ class StatefulMapping:
         key, leaves = self._key(args, kwargs)
         plan, states = self._build(key, args, kwargs, store=False)
         values = [s.value for s in states] if CONTEXT.stack else [s._value for s in states]
-        result, out_values, keys = plan.exe(leaves, values)
-        self._write(plan, states, out_values, keys)
+        result, new_values = plan.exe(leaves, values)
+        for i, v in zip(plan.write, new_values, strict=True):
+            states[i].value = v
         return result
 
     def explain(self, *args: Any, **kwargs: Any) -> MappingPlan:
@@ -443,9 +439,7 @@ class StatefulMapping:
         return bound
 
     # -- building a plan ------------------------------------------------------------------------------------
-    def _build(
-        self, key: Hashable, args: tuple, kwargs: dict, store: bool = True
-    ) -> tuple[_Plan, list[State]]:
+    def _build(self, key: Hashable, args: tuple, kwargs: dict, store: bool = True) -> tuple[_Plan, list[State]]:
         self._misses += 1
         who = self.name
         static_pos, static_names = static_split(
@@ -490,6 +484,7 @@ class StatefulMapping:
         counts = [len(jax.tree_util.tree_leaves(a)) for a in dyn_args]
         donate = self._donated_leaves(static_pos, len(args), counts)
         self._make_exe(plan, axes, donate)
+        plan.write = plan.out_list + plan.rng
         states = list(entry.states)
         entry.states = ()  # the plan holds states only weakly (plan.refs); dead states rebuild the plan
         if store and entry.cacheable:
@@ -843,9 +838,7 @@ class StatefulMapping:
         out_treedef = entry.out_treedef
 
         def run(arg_leaves: list[Any], values: list[Any]) -> tuple[Any, list[Any], list[Any]]:
-            sigs = tuple(
-                value_signature(v) for v in values
-            )
+            sigs = tuple(value_signature(v) for v in values)
             if sigs != state_sigs:
                 raise _StalePlan
             flat = list(arg_leaves)
@@ -867,7 +860,7 @@ class StatefulMapping:
                 n = nleaves[i]
                 out_values.append(jax.tree_util.tree_unflatten(treedefs[i], list(state_leaves[k : k + n])))
                 k += n
-            return result, out_values, new_keys
+            return result, out_values + new_keys
 
         del n_args
         if _is_vmap(self.mapping_fn):
