@@ -114,6 +114,17 @@ class ControlFlowError(StatemapError, TypeError, ValueError):
     """
 
 
+def without_jax_note(e: BaseException) -> BaseException:
+    """Drop the traceback-filtering note JAX adds to exceptions crossing its API boundary.
+
+    Our own errors are about the user's states and arguments; JAX's frames and note are noise there.
+    """
+    notes = getattr(e, "__notes__", None)
+    if notes:
+        e.__notes__ = [n for n in notes if "JAX_TRACEBACK_FILTERING" not in n]
+    return e.with_traceback(None)
+
+
 def describe_state(state: Any) -> str:
     """``state 'name' (Type, created at file.py:12)``: how every message identifies a state."""
     return f"state {state._label()} ({type(state).__name__}, created at {state.source})"

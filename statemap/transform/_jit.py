@@ -22,7 +22,7 @@ from typing import Any, overload
 
 import jax
 
-from .._errors import MappingRuntimeError
+from .._errors import MappingRuntimeError, StatemapError, without_jax_note
 from .._state import State
 from .._trace import CONTEXT
 from ._make_jaxpr import (
@@ -106,8 +106,12 @@ class JittedFunction:
         self._dispatcher: Callable | None = jax.jit(self._dispatch, **jit_kwargs) if simple else None
         functools.update_wrapper(self, fun, updated=())
 
-    def _dispatch(self, values: list[Any], args: tuple, kwargs: dict) -> tuple[list[Any], Any]:
-        """Body of the dispatch `jax.jit`; runs only when JAX traces a new signature."""
+    def _dispatch(self, values: list[Any], args: tuple, kwargs: dict) -> tuple[dict[int, Any], Any]:
+        """Body of the dispatch `jax.jit`; runs only when JAX traces a new signature.
+
+        Returns ``{position among the known states: new value}`` for the states this signature writes (dict keys
+        are part of the output's structure, so they are static per signature) and the result.
+        """
         sf = self.stateful
         key, leaves = sf.split(args, kwargs)
         entry = sf._lookup(key, args, kwargs)
@@ -117,10 +121,7 @@ class JittedFunction:
             raise _NewStates(missing)
         pos = [index[id(s)] for s in entry.states]
         new_values, out = entry.call_flat(leaves, [values[p] for p in pos])
-        outs = list(values)
-        for i, v in zip(entry.out_states, new_values, strict=True):
-            outs[pos[i]] = v
-        return outs, out
+        return {pos[i]: v for i, v in zip(entry.out_states, new_values, strict=True)}, out
 
     def _add_known(self, states: list[State]) -> None:
         known = self._known + [s for s in states if id(s) not in self._known_index]
@@ -151,17 +152,19 @@ class JittedFunction:
         known = self._known
         try:
             values = [s._value if s._dead is None else _dead(s) for s in known]
-            new_values, out = dispatcher(values, args, kwargs)
+            written, out = dispatcher(values, args, kwargs)
         except _NewStates as e:
             self._add_known(e.states)
             return self(*args, **kwargs)
         except _DeadState:
             return self._call_traced(args, kwargs)
+        except StatemapError as e:
+            raise without_jax_note(e) from None
         except TypeError:
             self.stateful.split(args, kwargs)  # raises a statemap ArgumentError naming a bad argument
             raise
-        for s, v in zip(known, new_values, strict=True):
-            s._value = v
+        for p, v in written.items():
+            known[p]._value = v
         return out
 
     def _call_traced(self, args: tuple, kwargs: dict) -> Any:

@@ -23,7 +23,15 @@ import jax
 from jax.extend import core as jex_core
 
 from .. import _compat
-from .._errors import ArgumentError, StateArgumentError, StatemapError, describe_state, message, short_aval
+from .._errors import (
+    ArgumentError,
+    StateArgumentError,
+    StatemapError,
+    describe_state,
+    message,
+    short_aval,
+    without_jax_note,
+)
 from .._state import State
 from .._trace import CONTEXT, StateTrace, catch_new_states
 
@@ -55,9 +63,7 @@ def normalize_argnames(argnames: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(argnames)
 
 
-def resolve_argnums(
-    argnums: tuple[int, ...], nargs: int, who: str, what: str = "static_argnums"
-) -> tuple[int, ...]:
+def resolve_argnums(argnums: tuple[int, ...], nargs: int, who: str, what: str = "static_argnums") -> tuple[int, ...]:
     out = []
     for i in argnums:
         j = i + nargs if i < 0 else i
@@ -267,9 +273,7 @@ class Traced:
         "__weakref__",
     )
 
-    def __init__(
-        self, jaxpr, states, written, read, out_states, state_treedefs, out_treedef, n_out, cacheable
-    ):
+    def __init__(self, jaxpr, states, written, read, out_states, state_treedefs, out_treedef, n_out, cacheable):
         self.jaxpr = jaxpr
         self.states = tuple(states)
         self.written = tuple(written)
@@ -394,10 +398,7 @@ def trace_stateful(
     try:
         closed = jax.make_jaxpr(traced, axis_env=axis_env)(*leaves)
     except StatemapError as e:
-        # Our own errors are about the user's states/arguments: drop JAX's traceback-filtering note.
-        if getattr(e, "__notes__", None):
-            e.__notes__ = [n for n in e.__notes__ if "JAX_TRACEBACK_FILTERING" not in n]
-        raise e.with_traceback(None) from None
+        raise without_jax_note(e) from None
     except Exception as e:
         fname = getattr(fun, "__qualname__", None) or repr(fun)
         e.add_note(f"(raised while {name} traced {fname})")
@@ -415,13 +416,9 @@ def trace_stateful(
         cacheable,
     )
     for i in entry.out_states:
-        if (
-            info["treedefs"][i] != info["in_treedefs"][i]
-        ):  # pragma: no cover - State.value setter checks first
+        if info["treedefs"][i] != info["in_treedefs"][i]:  # pragma: no cover - State.value setter checks first
             raise StatemapError(f"{name}: {describe_state(entry.states[i])} changed pytree structure")
-    entry.state_sigs = tuple(
-        value_signature(v) for v in info["originals"]
-    )
+    entry.state_sigs = tuple(value_signature(v) for v in info["originals"])
     return entry
 
 
@@ -604,9 +601,7 @@ def make_jaxpr(
       >>> states
       (State(name='s', value=f32[2]),)
     """
-    sf = StatefulFunction(
-        fun, static_argnums, static_argnames, axis_env, return_only_write, name="make_jaxpr"
-    )
+    sf = StatefulFunction(fun, static_argnums, static_argnames, axis_env, return_only_write, name="make_jaxpr")
 
     @functools.wraps(fun)
     def wrapper(*args: Any, **kwargs: Any) -> tuple:

@@ -16,8 +16,12 @@ Passes of a cold call (one per abstract signature):
 5. **Executable.** Build ``mapping_fn(lane, ...)`` once per plan; for `jax.vmap` it is wrapped in `jax.jit`, so a
    warm eager call is one cached executable with a stable identity (under an outer `jit` it simply inlines).
 
-Warm calls look the plan up by the abstract signature of the arguments and static values, read the states' values,
-run the executable and write results back. Plans hold states by weak reference; a dead state, or a state whose
+Eager calls of a `jax.vmap` mapping without static arguments take the *dispatch* path: one `jax.jit` built at
+construction receives the values of every state the mapping is known to touch plus the arguments, so JAX's C++
+dispatch does the signature check; its traced body (run by JAX only for a new signature) finds or builds the
+plan and inlines it. Other calls (inside an enclosing statemap transform, `pmap`, static arguments) look the plan
+up by the abstract signature of the arguments and static values, read the states' values, run the executable
+and write results back. Plans hold states by weak reference; a dead state, or a state whose
 shape changed (detected when JAX retraces the executable), rebuilds the plan. Random states advance exactly once
 per call: their key is split into ``B + 1`` keys inside the executable, lane ``i`` gets key ``i + 1`` and the
 state keeps key 0.
@@ -37,7 +41,16 @@ from typing import Any
 import jax
 
 from .. import _compat
-from .._errors import BatchAxisError, MappingRuntimeError, StatemapError, describe_state, message, short_aval, tree_aval
+from .._errors import (
+    BatchAxisError,
+    MappingRuntimeError,
+    StatemapError,
+    describe_state,
+    message,
+    short_aval,
+    tree_aval,
+    without_jax_note,
+)
 from .._state import State
 from .._trace import CONTEXT
 from ..random._rng import RandomState
@@ -75,6 +88,22 @@ _BCAST = "broadcast"
 
 class _StalePlan(Exception):
     """Internal: a state changed shape since the plan was built (never reaches users)."""
+
+
+class _NewStates(Exception):
+    """Internal: a new signature touches states the dispatch path does not pass yet (never reaches users)."""
+
+    def __init__(self, states: list[State]) -> None:
+        super().__init__()
+        self.states = states
+
+
+class _DeadState(Exception):
+    """Internal: a known state holds a dead tracer; the traced path reports it properly."""
+
+
+def _dead(state: State) -> Any:
+    raise _DeadState
 
 
 def _sds(x: Any) -> jax.ShapeDtypeStruct:
@@ -142,7 +171,20 @@ class MappingPlan:
 class _Plan:
     """A built plan: the traced entry, the states' roles and the executable."""
 
-    __slots__ = ("refs", "entry", "size", "roles", "out_list", "out_axes", "rng", "write", "exe", "rows", "jitted")
+    __slots__ = (
+        "refs",
+        "entry",
+        "size",
+        "roles",
+        "out_list",
+        "out_axes",
+        "rng",
+        "write",
+        "exe",
+        "run",
+        "rows",
+        "jitted",
+    )
 
     def __init__(self) -> None:
         self.refs: list[weakref.ref] = []
@@ -154,6 +196,7 @@ class _Plan:
         self.rng: list[int] = []
         self.write: list[int] = []  # out_list + rng: the order of the executable's new state values
         self.exe: Callable
+        self.run: Callable
         self.rows: list[dict[str, Any]] = []
         self.jitted = False
 
@@ -316,16 +359,83 @@ class StatefulMapping:
         self._plans: dict[Hashable, _Plan] = {}
         self._hits = 0
         self._misses = 0
+        self._known: list[weakref.ref] = []  # dispatch path: states whose values it passes (held weakly)
+        self._known_index: dict[int, int] = {}
+        simple = _is_vmap(mapping_fn) and not (self.static_argnums or self.static_argnames)
+        self._dispatcher: Callable | None = jax.jit(self._dispatch) if simple else None
         functools.update_wrapper(self, fun, updated=())
 
     # -- calling --------------------------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        # The warm path: one signature key, one pass over the plan's states, one compiled call, one write-back.
+        dispatcher = self._dispatcher
+        if dispatcher is None or CONTEXT.stack:
+            return self._call_traced(args, kwargs)
+        misses = self._misses
+        while True:
+            states: list[Any] = [r() for r in self._known]
+            try:
+                values = [s._value if s._dead is None else _dead(s) for s in states]
+                result, written = dispatcher(values, args, kwargs)
+            except _NewStates as e:  # a new signature touches more states: pass them too, and retry
+                self._add_known(e.states)
+                continue
+            except (AttributeError, _DeadState):  # a known state died (None) or holds a dead tracer
+                self._add_known([])
+                return self._call_traced(args, kwargs)
+            except StatemapError as e:
+                raise without_jax_note(e) from None
+            except TypeError:
+                self._key(args, kwargs)  # raises a statemap ArgumentError naming a bad argument
+                raise
+            break
+        if self._misses == misses:
+            self._hits += 1
+        for p, v in written.items():
+            states[p]._value = v
+        return result
+
+    def _dispatch(self, values: list[Any], args: tuple, kwargs: dict) -> tuple[Any, dict[int, Any]]:
+        """Body of the dispatch `jax.jit`; runs only when JAX traces a new signature.
+
+        Returns the result and ``{position among the known states: new value}`` for the states this signature
+        writes (dict keys are part of the output's structure, so they are static per signature).
+        """
+        key, leaves = self._key(args, kwargs)
+        for _attempt in range(2):
+            plan = self._plans.get(key)
+            states = plan.live_states() if plan is not None else None
+            if plan is None or states is None:
+                plan, states = self._build(key, args, kwargs)
+            index = self._known_index
+            missing = [s for s in states if id(s) not in index]
+            if missing:
+                raise _NewStates(missing)
+            pos = [index[id(s)] for s in states]
+            try:
+                result, new_values = plan.run(leaves, [values[p] for p in pos])
+            except _StalePlan:
+                self._plans.pop(key, None)
+                continue
+            return result, {pos[i]: v for i, v in zip(plan.write, new_values, strict=True)}
+        raise MappingRuntimeError(
+            f"{self.name}: a fresh plan does not match the states' current types; this is a bug in statemap, "
+            "please report it with the function's code"
+        )
+
+    def _add_known(self, states: list[State]) -> None:
+        live = [r for r in self._known if r() is not None]
+        ids = {id(r()) for r in live}
+        live += [weakref.ref(s) for s in states if id(s) not in ids]
+        self._known_index = {id(r()): i for i, r in enumerate(live)}
+        self._known = live
+
+    def _call_traced(self, args: tuple, kwargs: dict) -> Any:
+        # One signature key, one pass over the plan's states, one compiled call, one write-back.
         key, leaves = signature_key(
             args, kwargs, self.static_argnums, self.static_argnames, self.name, self._param_names
         )
         plan = self._plans.get(key)
-        states: list[Any] | None = None
+        states: list[Any] = []
         if plan is not None:
             states = [r() for r in plan.refs]
             try:
@@ -401,6 +511,8 @@ class StatefulMapping:
     def clear_cache(self) -> None:
         """Forget every plan (the next call of each signature traces again)."""
         self._plans.clear()
+        if self._dispatcher is not None:
+            self._dispatcher = jax.jit(self._dispatch)
 
     @property
     def cache_info(self) -> dict[str, int]:
@@ -837,7 +949,7 @@ class StatefulMapping:
         treedefs = entry.state_treedefs
         out_treedef = entry.out_treedef
 
-        def run(arg_leaves: list[Any], values: list[Any]) -> tuple[Any, list[Any], list[Any]]:
+        def run(arg_leaves: list[Any], values: list[Any]) -> tuple[Any, list[Any]]:
             sigs = tuple(value_signature(v) for v in values)
             if sigs != state_sigs:
                 raise _StalePlan
@@ -863,6 +975,7 @@ class StatefulMapping:
             return result, out_values + new_keys
 
         del n_args
+        plan.run = run
         if _is_vmap(self.mapping_fn):
             plan.exe = jax.jit(run)
             plan.jitted = True
