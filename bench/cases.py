@@ -76,6 +76,29 @@ def _skipped(case: str, title: str, why: str) -> dict[str, Any]:
     return {"case": case, "title": title, "skipped": why, "ratio": None, "met": None}
 
 
+# -- case 0: the foundation's target, a warm jit call reading and writing one state --------------------------
+def case_jit_one_state(cfg: Config) -> list[dict[str, Any]]:
+    n = cfg["small_width"]
+    fns = _named(W.many_states(1, "jit", cfg["small_batch"], n))
+    for fn in fns.values():
+        jax.block_until_ready(fn())
+    t = interleaved(fns, cfg["rounds"], cfg["calls"])
+    return [
+        row(
+            "0",
+            f"warm sm.transform.jit(f) call, one state ({n},) read and written",
+            "median time per call",
+            "µs",
+            t["statemap"]["median_s"] * 1e6,
+            t["pure"]["median_s"] * 1e6,
+            "<=",
+            1.3,
+            rounds_us={k: [x * 1e6 for x in v["rounds_s"]] for k, v in t.items()},
+            calls=cfg["calls"],
+        )
+    ]
+
+
 # -- cases 1 and 2: one batched state read and written -------------------------------------------------------
 def _warm_case(cfg: Config, case: str, jit_outer: bool) -> list[dict[str, Any]]:
     b, n = cfg["small_batch"], cfg["small_width"]
@@ -325,6 +348,7 @@ def case_memory(cfg: Config) -> list[dict[str, Any]]:
 
 
 CASES: dict[str, Callable[[Config], list[dict[str, Any]]]] = {
+    "jit_one_state": case_jit_one_state,
     "eager_vmap2": case_eager_vmap2,
     "jit_vmap2": case_jit_vmap2,
     "states_scaling": case_states_scaling,
