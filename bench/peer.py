@@ -104,6 +104,8 @@ def run_peer(
         if got is None:
             continue
         r["brainstate"] = got["value"] if "value" in got else f"error: {got['error']}"
+        if "points" in got:
+            r["brainstate_points"] = got["points"]
     return {
         "ok": True,
         "brainstate": meta.get("brainstate"),

@@ -45,16 +45,22 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
             }
         print(f"peer [{case}] {out[case].get('value', out[case].get('error'))}", file=sys.stderr, flush=True)
 
+    attempt("0", "µs", lambda: _per_call_s(W.many_states(1, "jit", b, n, lib=bs)["lib"], cfg) * 1e6)
     attempt("1", "µs", lambda: _per_call_s(W.small_pair(b, n, False, lib=bs)["lib"], cfg) * 1e6)
     attempt("2", "µs", lambda: _per_call_s(W.small_pair(b, n, True, lib=bs)["lib"], cfg) * 1e6)
     for mode, case in (("jit", "3a"), ("vmap2", "3b")):
 
-        def slope(mode: str = mode) -> float:
+        points: list[dict[str, float]] = []
+
+        def slope(mode: str = mode, points: list[dict[str, float]] = points) -> float:
             counts = list(cfg["state_counts"])
             times = [_per_call_s(W.many_states(c, mode, b, n, lib=bs)["lib"], cfg) * 1e6 for c in counts]
+            points.extend({"states": c, "brainstate": t} for c, t in zip(counts, times, strict=True))
             return fit_line(counts, times)[0]
 
         attempt(case, "µs/state", slope)
+        if points:
+            out[case]["points"] = points
 
     def cold() -> float:
         layers, width, members = cfg["cold_layers"], cfg["cold_width"], cfg["cold_members"]

@@ -211,6 +211,10 @@ def plot_scaling(rows: list[dict[str, Any]], path: Path) -> str | None:
         n = [p["states"] for p in r["points"]]
         for impl, style in styles.items():
             ax.loglog(n, [p[impl] for p in r["points"]], style, label=labels[r["case"]][impl])
+        peer = r.get("brainstate_points")
+        if peer:
+            who = "jit" if r["case"] == "3a" else "vmap2"
+            ax.loglog([p["states"] for p in peer], [p["brainstate"] for p in peer], ":^", label=f"brainstate: {who}")
         extra = [p["statemap"] - p["pure"] for p in r["points"]]
         ax2.semilogx(n, extra, "-o", label=labels[r["case"]]["statemap"])
     ax.set_xlabel("number of states read and written")
