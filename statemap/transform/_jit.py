@@ -25,6 +25,7 @@ import jax
 from .._errors import MappingRuntimeError, StatemapError, without_jax_note
 from .._state import State
 from .._trace import CONTEXT
+from ._dispatch import DeadState, NewStates, dead
 from ._make_jaxpr import (
     StatefulFunction,
     Traced,
@@ -40,22 +41,6 @@ __all__ = ["jit", "JittedFunction"]
 
 class _StaleTrace(Exception):
     """Internal: a state's shape changed since the entry was traced (never reaches users)."""
-
-
-class _NewStates(Exception):
-    """Internal: a new signature touches states the dispatch path does not pass yet (never reaches users)."""
-
-    def __init__(self, states: list[State]) -> None:
-        super().__init__()
-        self.states = states
-
-
-class _DeadState(Exception):
-    """Internal: a known state holds a dead tracer; take the traced path, which reports it properly."""
-
-
-def _dead(state: State) -> Any:
-    raise _DeadState
 
 
 def _run(entry: Traced, state_vals: list[Any], arg_leaves: list[Any]) -> tuple[list[Any], Any]:
@@ -118,7 +103,7 @@ class JittedFunction:
         index = self._known_index
         missing = [s for s in entry.states if id(s) not in index]
         if missing:
-            raise _NewStates(missing)
+            raise NewStates(missing)
         pos = [index[id(s)] for s in entry.states]
         new_values, out = entry.call_flat(leaves, [values[p] for p in pos])
         return {pos[i]: v for i, v in zip(entry.out_states, new_values, strict=True)}, out
@@ -151,12 +136,12 @@ class JittedFunction:
             return self._call_traced(args, kwargs)
         known = self._known
         try:
-            values = [s._value if s._dead is None else _dead(s) for s in known]
+            values = [s._value if s._dead is None else dead(s) for s in known]
             written, out = dispatcher(values, args, kwargs)
-        except _NewStates as e:
+        except NewStates as e:
             self._add_known(e.states)
             return self(*args, **kwargs)
-        except _DeadState:
+        except DeadState:
             return self._call_traced(args, kwargs)
         except StatemapError as e:
             raise without_jax_note(e) from None

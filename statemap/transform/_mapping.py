@@ -54,6 +54,7 @@ from .._errors import (
 from .._state import State
 from .._trace import CONTEXT
 from ..random._rng import RandomState
+from ._dispatch import DeadState, NewStates, dead
 from ._make_jaxpr import (
     Traced,
     leaf_signature,
@@ -90,22 +91,6 @@ class _StalePlan(Exception):
     """Internal: a state changed shape since the plan was built (never reaches users)."""
 
 
-class _NewStates(Exception):
-    """Internal: a new signature touches states the dispatch path does not pass yet (never reaches users)."""
-
-    def __init__(self, states: list[State]) -> None:
-        super().__init__()
-        self.states = states
-
-
-class _DeadState(Exception):
-    """Internal: a known state holds a dead tracer; the traced path reports it properly."""
-
-
-def _dead(state: State) -> Any:
-    raise _DeadState
-
-
 def _sds(x: Any) -> jax.ShapeDtypeStruct:
     aval = jax.typeof(x)
     return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type)
@@ -116,6 +101,13 @@ def _is_scalar_key(value: Any) -> bool:
     return (
         dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and getattr(value, "shape", None) == ()
     )
+
+
+def vmap_fn(spmd_axis_name: Hashable | tuple[Hashable, ...] | None) -> Callable:
+    """`jax.vmap`, or a partial of it with `spmd_axis_name` (still recognised as vmap by `_is_vmap`)."""
+    if spmd_axis_name is None:
+        return jax.vmap
+    return functools.partial(jax.vmap, spmd_axis_name=spmd_axis_name)
 
 
 def _is_vmap(mapping_fn: Callable) -> bool:
@@ -374,12 +366,12 @@ class StatefulMapping:
         while True:
             states: list[Any] = [r() for r in self._known]
             try:
-                values = [s._value if s._dead is None else _dead(s) for s in states]
+                values = [s._value if s._dead is None else dead(s) for s in states]
                 result, written = dispatcher(values, args, kwargs)
-            except _NewStates as e:  # a new signature touches more states: pass them too, and retry
+            except NewStates as e:  # a new signature touches more states: pass them too, and retry
                 self._add_known(e.states)
                 continue
-            except (AttributeError, _DeadState):  # a known state died (None) or holds a dead tracer
+            except (AttributeError, DeadState):  # a known state died (None) or holds a dead tracer
                 self._add_known([])
                 return self._call_traced(args, kwargs)
             except StatemapError as e:
@@ -409,7 +401,7 @@ class StatefulMapping:
             index = self._known_index
             missing = [s for s in states if id(s) not in index]
             if missing:
-                raise _NewStates(missing)
+                raise NewStates(missing)
             pos = [index[id(s)] for s in states]
             try:
                 result, new_values = plan.run(leaves, [values[p] for p in pos])

@@ -17,7 +17,7 @@ import jax
 from .._errors import describe_state, message
 from .._state import NonBatchState, State
 from .._trace import catch_new_states, trace_level
-from ._mapping import StatefulMapping
+from ._mapping import StatefulMapping, vmap_fn
 from ._mapping_axes import is_unmatched, match_axis, normalize_state_axes
 
 __all__ = ["vmap2_new_states", "pmap2_new_states", "vmap_new_states"]
@@ -105,7 +105,32 @@ def _map_creating(
     return out, list(caught)
 
 
-def _grouped(states: list[State], resolve: Callable[[State], int | None]) -> dict[int | None, list[State]]:
+def _ensemble(
+    who: str,
+    module: Any,
+    init_kwargs: dict[str, Any] | None,
+    state_tag: str | None,
+    size: int,
+    state_out_axes: Any,
+    axis_name: Hashable | None,
+    mapping_fn: Callable,
+) -> dict[int | None, list[State]]:
+    """Run ``module.init_all_states(**init_kwargs)`` once per member; the new states grouped by their axis."""
+    kwargs = dict(init_kwargs or {})
+    _, states = _map_creating(
+        lambda: (module.init_all_states(**kwargs), None)[1],
+        (),
+        who=who,
+        in_axes=(),
+        out_axes=None,
+        axis_size=size,
+        axis_name=axis_name,
+        mapping_fn=mapping_fn,
+        state_tag=state_tag,
+        state_to_exclude=None,
+        state_out_axes=state_out_axes,
+    )
+    resolve = _axis_resolver(state_out_axes, who)
     out: dict[int | None, list[State]] = {}
     for s in states:
         out.setdefault(resolve(s), []).append(s)
@@ -148,21 +173,7 @@ def vmap2_new_states(
       True
     """
     size = _check_size(axis_size, "vmap2_new_states")
-    init_kwargs = dict(init_kwargs or {})
-    _, states = _map_creating(
-        lambda: (module.init_all_states(**init_kwargs), None)[1],
-        (),
-        who="vmap2_new_states",
-        in_axes=(),
-        out_axes=None,
-        axis_size=size,
-        axis_name=None,
-        mapping_fn=jax.vmap,
-        state_tag=state_tag,
-        state_to_exclude=None,
-        state_out_axes=state_out_axes,
-    )
-    return _grouped(states, _axis_resolver(state_out_axes, "vmap2_new_states"))
+    return _ensemble("vmap2_new_states", module, init_kwargs, state_tag, size, state_out_axes, None, jax.vmap)
 
 
 def pmap2_new_states(
@@ -185,21 +196,7 @@ def pmap2_new_states(
       True
     """
     size = _check_size(jax.local_device_count() if axis_size is None else axis_size, "pmap2_new_states")
-    init_kwargs = dict(init_kwargs or {})
-    _, states = _map_creating(
-        lambda: (module.init_all_states(**init_kwargs), None)[1],
-        (),
-        who="pmap2_new_states",
-        in_axes=(),
-        out_axes=None,
-        axis_size=size,
-        axis_name=axis_name,
-        mapping_fn=jax.pmap,
-        state_tag=state_tag,
-        state_to_exclude=None,
-        state_out_axes=state_out_axes,
-    )
-    return _grouped(states, _axis_resolver(state_out_axes, "pmap2_new_states"))
+    return _ensemble("pmap2_new_states", module, init_kwargs, state_tag, size, state_out_axes, axis_name, jax.pmap)
 
 
 def vmap_new_states(
@@ -249,9 +246,7 @@ def vmap_new_states(
     )
     if fun is None:
         return functools.partial(vmap_new_states, **options)
-    mapping_fn = (
-        jax.vmap if spmd_axis_name is None else functools.partial(jax.vmap, spmd_axis_name=spmd_axis_name)
-    )
+    mapping_fn = vmap_fn(spmd_axis_name)
 
     @functools.wraps(fun)
     def mapped(*args: Any) -> Any:

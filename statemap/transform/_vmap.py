@@ -10,7 +10,7 @@ import jax
 
 from .._errors import BatchAxisError, message
 from .._state import State
-from ._mapping import StatefulMapping
+from ._mapping import StatefulMapping, vmap_fn
 from ._mapping_axes import StateIs
 
 __all__ = ["vmap2", "pmap2", "vmap"]
@@ -135,9 +135,7 @@ def vmap2(
     )
     if fn is None:
         return functools.partial(vmap2, **options)  # type: ignore[return-value]
-    mapping_fn = (
-        jax.vmap if spmd_axis_name is None else functools.partial(jax.vmap, spmd_axis_name=spmd_axis_name)
-    )
+    mapping_fn = vmap_fn(spmd_axis_name)
     return StatefulMapping(
         fn,
         in_axes=in_axes,
@@ -321,9 +319,7 @@ def vmap(
     merged = {axis: list(group) for axis, group in ins.items()}
     for axis, group in outs.items():
         merged.setdefault(axis, []).extend(s for s in group if id(s) not in where)
-    mapping_fn = (
-        jax.vmap if spmd_axis_name is None else functools.partial(jax.vmap, spmd_axis_name=spmd_axis_name)
-    )
+    mapping_fn = vmap_fn(spmd_axis_name)
     mapping = StatefulMapping(
         fn,
         in_axes=in_axes,
