@@ -165,7 +165,7 @@ class JittedFunction:
             values = [s.value for s in states]
         else:
             values = [s._value if s._dead is None else s.value for s in states]
-        runner = self._runners.get(len(args)) or self._runner(len(args))
+        runner = self._runner(len(args))
         try:
             new_values, out = runner(entry, values, leaves)
         except _StaleTrace:

@@ -175,14 +175,13 @@ class _Plan:
         "exe",
         "run",
         "rows",
-        "jitted",
     )
 
     def __init__(self) -> None:
         self.refs: list[weakref.ref] = []
         self.entry: Traced
         self.size = 0
-        self.roles: list[Any] = []
+        self.roles: list[Any] = []  # per state (entry order): an int axis, _BCAST or _RNG
         self.out_list: list[int] = []  # state indices written back, in order
         self.out_axes: list[int | None] = []
         self.rng: list[int] = []
@@ -190,7 +189,6 @@ class _Plan:
         self.exe: Callable
         self.run: Callable
         self.rows: list[dict[str, Any]] = []
-        self.jitted = False
 
     def live_states(self) -> list[State] | None:
         states = [r() for r in self.refs]
@@ -554,9 +552,10 @@ class StatefulMapping:
         in_axes = self.in_axes
         if isinstance(in_axes, (tuple, list)) and len(in_axes) == len(args) and static_pos:
             in_axes = tuple(a for i, a in enumerate(in_axes) if i not in static_pos)
-        leaves, _ = jax.tree_util.tree_flatten((list(dyn_args), dyn_kwargs))
+        flat = jax.tree_util.tree_flatten_with_path((list(dyn_args), dyn_kwargs))[0]
+        paths = [p for p, _ in flat]
+        leaves = [x for _, x in flat]
         axes = arg_leaf_axes(in_axes, dyn_args, dyn_kwargs, who)
-        paths = [p for p, _ in jax.tree_util.tree_flatten_with_path((list(dyn_args), dyn_kwargs))[0]]
         sizes: list[tuple[int, str]] = []
         lane_args = []
         for leaf, ax, path in zip(leaves, axes, paths, strict=True):
@@ -681,7 +680,7 @@ class StatefulMapping:
         sds: list[Any] = [_sds(x) for x in leaves]
         for i, state in enumerate(entry.states):
             r = roles[i]
-            for leaf in jax.tree_util.tree_leaves(entry_original(entry, i, state)):
+            for leaf in jax.tree_util.tree_leaves(state._value):
                 if r == _RNG:
                     in_axes.append(0)
                     sds.append(jax.ShapeDtypeStruct((size,), leaf.dtype))
@@ -722,12 +721,13 @@ class StatefulMapping:
             batched_out[i] = any(d is not None for d in dims[pos : pos + n])
             pos += n
         plan = _Plan()
+        plan.roles = [roles[i] for i in range(len(entry.states))]
         promote: dict[int, int] = {}
         policy = self.unexpected_out_state_mapping
         for i, state in enumerate(entry.states):
             r = roles[i]
             written = entry.written[i]
-            value = entry_original(entry, i, state)
+            value = state._value
             row = {
                 "state": state._label(),
                 "type": type(state).__name__,
@@ -893,7 +893,7 @@ class StatefulMapping:
     def _make_exe(self, plan: _Plan, axes: list[Any], donate: tuple[int, ...] = ()) -> None:
         entry = plan.entry
         size = plan.size
-        roles = [r for r in (_role_of(row) for row in plan.rows)]
+        roles = plan.roles
         result_axes = tuple(self._result_axes)
         nleaves = entry.state_nleaves
         state_in_axes: list[Any] = []
@@ -913,7 +913,6 @@ class StatefulMapping:
             out_state_axes.extend([ax] * nleaves[i])
         n_out = entry.n_out
         fn = entry.fn
-        n_args = len(axes)
         needs_dummy = not any(a is not None for a in in_axes) and not _is_vmap(self.mapping_fn)
         if needs_dummy:
             in_axes = in_axes + (0,)
@@ -966,28 +965,14 @@ class StatefulMapping:
                 k += n
             return result, out_values + new_keys
 
-        del n_args
         plan.run = run
         if _is_vmap(self.mapping_fn):
             plan.exe = jax.jit(run)
-            plan.jitted = True
         else:
             plan.exe = run
 
 
 # -- helpers --------------------------------------------------------------------------------------------------
-def entry_original(entry: Traced, i: int, state: State) -> Any:
-    """The state's value as the plan sees it (its live value; the trace restored it)."""
-    return state._value
-
-
-def _role_of(row: dict[str, Any]) -> Any:
-    ax = row["in_axis"]
-    if ax == "split-rng":
-        return _RNG
-    return ax
-
-
 def _shape_str(value: Any) -> str:
     leaves = jax.tree_util.tree_leaves(value)
     if len(leaves) == 1:
