@@ -143,8 +143,9 @@ def short_aval(x: Any) -> str:
         return type(x).__name__
     try:
         import jax
+        import jax.numpy as jnp
 
-        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if jnp.issubdtype(dtype, jax.dtypes.prng_key):
             name = "key"
         else:
             name = _DTYPE_SHORT.get(str(dtype), str(dtype))

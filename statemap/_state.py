@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -126,10 +127,7 @@ class State:
     @property
     def stack_level(self) -> int:
         """Number of enclosing statemap traces this state is invisible to (those active at its creation)."""
-        level, stack = self._level, _CONTEXT.stack
-        if level and (len(stack) < level or stack[level - 1].serial != self._owner):
-            level = self._relevel(stack)
-        return level
+        return self._visible_level(_CONTEXT.stack)
 
     @stack_level.setter
     def stack_level(self, level: int) -> None:
@@ -175,19 +173,24 @@ class State:
     def _check_value(self, value: Any) -> Any:
         return value
 
-    @property
-    def value(self) -> Any:
-        """The current value. Reading it inside a transform records a read."""
-        if self._dead is not None:
-            self._raise_dead()
-        stack = _CONTEXT.stack
+    def _visible_level(self, stack: list[_trace.StateTrace]) -> int:
+        """Number of frames at the bottom of this thread's stack that do not see this state."""
         level = self._level
         if level and (len(stack) < level or stack[level - 1].serial != self._owner):
             level = self._relevel(stack)
-        if len(stack) > level:
-            for trace in stack[level:]:
-                trace.on_read(self)
-        return self._value
+        return level
+
+    @property
+    def value(self) -> Any:
+        """The current value (this trace's view of it inside a transform). Reading it records a read."""
+        if self._dead is not None:
+            self._raise_dead()
+        stack = _CONTEXT.stack
+        level = self._visible_level(stack)
+        value = self._value
+        for trace in stack[level:]:
+            value = trace.values[trace.touch(self, value, False)]
+        return value
 
     @value.setter
     def value(self, value: Any) -> None:
@@ -202,32 +205,41 @@ class State:
                 )
             )
         stack = _CONTEXT.stack
-        level = self._level
-        if level and (len(stack) < level or stack[level - 1].serial != self._owner):
-            level = self._relevel(stack)
+        level = self._visible_level(stack)
         if len(stack) > level:
-            self._check_structure(value)
+            current = self._value
             for trace in stack[level:]:
-                trace.on_write(self)
-        elif level == 0:
+                i = trace.touch(self, current, True)
+                current = trace.values[i]
+            self._check_structure(current, value)
+            trace.values[i] = self._check_value(value)
+            return
+        if level == 0:
             self._check_no_tracer(value)
         self._value = self._check_value(value)
         self._dead = None
 
     def restore_value(self, value: Any) -> None:
-        """Set the value silently: no write is recorded (used by transforms to write results back).
+        """Set the value silently: no read or write is recorded (inside a trace, its view is set).
 
         Example:
           >>> s = sm.State(jnp.zeros(2))
           >>> s.restore_value(jnp.ones(2)); s.value
           Array([1., 1.], dtype=float32)
         """
-        self._check_structure(value)
+        stack = _CONTEXT.stack
+        for trace in reversed(stack[self._visible_level(stack) :]):
+            i = trace.index(self)
+            if i is not None:
+                self._check_structure(trace.values[i], value)
+                trace.values[i] = value
+                return
+        self._check_structure(self._value, value)
         self._value = value
         self._dead = None
 
-    def _check_structure(self, value: Any) -> None:
-        old: Any = jax.tree_util.tree_structure(self._value)
+    def _check_structure(self, current: Any, value: Any) -> None:
+        old: Any = jax.tree_util.tree_structure(current)
         new: Any = jax.tree_util.tree_structure(value)
         if old != new:
             raise StateStructureError(
@@ -242,12 +254,12 @@ class State:
                 )
             )
 
-    def _check_no_tracer(self, value: Any) -> None:
+    def _check_no_tracer(self, value: Any, who: str = "State.value") -> None:
         for leaf in jax.tree_util.tree_leaves(value):
             if isinstance(leaf, jax.core.Tracer):
                 raise TraceContextError(
                     message(
-                        "State.value",
+                        who,
                         f"{describe_state(self)} was assigned a JAX tracer outside any statemap transform",
                         "concrete arrays (or a write inside a statemap transform)",
                         f"a tracer {_tree_aval(value)}; this usually means a plain jax.jit/jax.vmap/"
@@ -379,6 +391,61 @@ class HiddenState(ShortTermState):
         return tuple(self._value.shape)
 
 
-def states_in(tree: Iterable[Any]) -> list[State]:
-    """States found among the leaves of a pytree (States are leaves, not nodes)."""
-    return [x for x in jax.tree_util.tree_leaves(tree) if isinstance(x, State)]
+
+# -- the value protocol of transforms ---------------------------------------------------------------------------
+# Transforms read and write states only through these functions: they are the one place (besides the `value`
+# property) that knows where a value lives (a trace frame's view, or the committed value) and how a write-back
+# is made atomic for other threads.
+_WRITE_LOCK = threading.Lock()
+
+
+def _dead(state: State) -> Any:
+    state._raise_dead()
+
+
+def peek(state: State) -> Any:
+    """The value of `state` as this thread sees it now, recording nothing (the innermost view that has it)."""
+    stack = _CONTEXT.stack
+    for trace in reversed(stack[state._visible_level(stack) :]):
+        i = trace.index(state)
+        if i is not None:
+            return trace.values[i]
+    if state._dead is not None:
+        state._raise_dead()
+    return state._value
+
+
+def read_values(states: Sequence[State]) -> list[Any]:
+    """Current values of `states`, recording the reads in the enclosing traces (if any)."""
+    if _CONTEXT.stack:
+        return [s.value for s in states]
+    return [s._value if s._dead is None else _dead(s) for s in states]
+
+
+def write_back(states: Sequence[State], indices: Sequence[int], values: Sequence[Any], who: str | None = None) -> None:
+    """Write ``values[k]`` into ``states[indices[k]]``: the one write-back of every transform.
+
+    Inside a trace the writes are recorded in the enclosing frames (their views change). Outside, they are
+    committed together under a lock, so a thread never sees half of another thread's write-back (when two
+    threads write the same state, the last write-back wins). With `who`, a value holding a JAX tracer is
+    refused outside any trace, before anything is written (a plain `jax.jit` around a stateful call).
+    """
+    if _CONTEXT.stack:
+        for i, v in zip(indices, values, strict=True):
+            states[i].value = v
+        return
+    if who is not None:
+        for i, v in zip(indices, values, strict=True):
+            states[i]._check_no_tracer(v, who)
+    with _WRITE_LOCK:
+        for i, v in zip(indices, values, strict=True):
+            s = states[i]
+            s._value = v
+            s._dead = None
+
+
+def mark_dead(states: Sequence[State], who: str) -> None:
+    """Mark states created inside a finished trace of `who` that still hold its tracers (reads then raise)."""
+    for s in states:
+        if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(s._value)):
+            s._dead = who

@@ -1,9 +1,15 @@
-"""The trace stack: which states a traced function reads and writes.
+"""Trace frames: which states a traced function reads and writes, and the trace's own view of their values.
 
-Each statemap transform pushes a `StateTrace` while it traces the user's function. A `State` reports every
-read and write to the traces entered *after* it was created (its level), so a state created inside a
-transform is invisible to the transforms around it. The stack is thread-local: concurrent threads tracing
-different functions never see each other's records.
+Each statemap transform pushes a `StateTrace` on its thread's stack while it traces the user's function. A
+`State` reports every read and write to the frames entered *after* it was created (its level), so a state
+created inside a transform is invisible to the transforms around it.
+
+A frame holds its own view of every state it has seen: at the first touch it takes the value seen just outside
+it (the enclosing frame's view, or the state's committed value), passed through its `hook` (transforms turn it
+into a trace input). Reads return the innermost frame's view and writes change only that view. The `State`
+object itself is never changed by a trace: other threads, and code running after the trace, see the committed
+value until a transform writes its results back (`statemap._state.write_back`). The stack is thread-local, so
+concurrent threads tracing the same states never see each other's tracers.
 """
 
 from __future__ import annotations
@@ -38,67 +44,67 @@ def trace_level() -> int:
 
 
 class StateTrace:
-    """Records, in first-touch order, the states a function touches, which it wrote, and their originals.
+    """A frame recording, in first-touch order, the states a function touches, which it wrote, and their values.
 
     Args:
-      hook: Called as ``hook(state)`` at a state's first touch; its result replaces the state's value for the
-        rest of the trace (transforms use it to turn state values into trace inputs).
+      hook: Called as ``hook(state, value)`` at a state's first touch with the value seen outside the frame;
+        its result becomes the frame's view of the state (transforms use it to turn values into trace inputs).
       name: Name of the transform, for error messages.
 
+    Writes inside the frame change only its view; `commit` writes the written values to the enclosing view
+    (the enclosing frame, or the states themselves), and leaving the frame without committing discards them.
+
     Example:
-      >>> a, b = sm.State(1.0, name="a"), sm.State(2.0, name="b")
+      >>> a, b = sm.State(1.0, name="a"), sm.State(0.0, name="b")
       >>> with sm.StateTrace() as t:
       ...     b.value = a.value + 1
-      >>> [s.name for s in t.states], t.written
-      (['a', 'b'], [False, True])
-      >>> t.restore(); b.value
+      ...     b.value
+      2.0
+      >>> [s.name for s in t.states], t.written, b.value
+      (['a', 'b'], [False, True], 0.0)
+      >>> t.commit(); b.value
       2.0
     """
 
-    __slots__ = ("states", "written", "read", "originals", "_index", "hook", "name", "serial")
+    __slots__ = ("states", "written", "read", "values", "_index", "hook", "name", "serial")
 
-    def __init__(self, hook: Callable[[State], Any] | None = None, name: str | None = None) -> None:
+    def __init__(self, hook: Callable[[State, Any], Any] | None = None, name: str | None = None) -> None:
         self.states: list[State] = []
         self.written: list[bool] = []
         self.read: list[bool] = []
-        self.originals: list[Any] = []
+        self.values: list[Any] = []  # this frame's view of each state
         self._index: dict[int, int] = {}
         self.hook = hook
         self.name = name
         self.serial = next(_SERIALS)
 
-    def _add(self, state: State) -> int:
-        i = len(self.states)
-        self._index[id(state)] = i
-        self.states.append(state)
-        self.written.append(False)
-        self.read.append(False)
-        self.originals.append(state._value)
-        if self.hook is not None:
-            state._value = self.hook(state)
-        return i
-
-    def on_read(self, state: State) -> None:
+    def touch(self, state: State, outer: Any, write: bool) -> int:
+        """Record a read or write of `state`, whose value outside this frame is `outer`; its position."""
         i = self._index.get(id(state))
         if i is None:
-            i = self._add(state)
-        if not self.written[i]:
+            value = outer if self.hook is None else self.hook(state, outer)
+            i = len(self.states)
+            self._index[id(state)] = i
+            self.states.append(state)
+            self.written.append(False)
+            self.read.append(False)
+            self.values.append(value)
+        if write:
+            self.written[i] = True
+        elif not self.written[i]:
             self.read[i] = True
-
-    def on_write(self, state: State) -> None:
-        i = self._index.get(id(state))
-        if i is None:
-            i = self._add(state)
-        self.written[i] = True
+        return i
 
     def index(self, state: State) -> int | None:
         """Position of `state` in first-touch order, or None if it was not touched."""
         return self._index.get(id(state))
 
-    def restore(self) -> None:
-        """Put every touched state back to the value it had at its first touch."""
-        for state, value in zip(self.states, self.originals, strict=True):
-            state._value = value
+    def commit(self) -> None:
+        """Write the written states' values of this (exited) frame to the enclosing view."""
+        from ._state import write_back
+
+        picked = [i for i, w in enumerate(self.written) if w]
+        write_back(self.states, picked, [self.values[i] for i in picked], self.name or "StateTrace")
 
     def __enter__(self) -> StateTrace:
         CONTEXT.stack.append(self)
@@ -118,7 +124,7 @@ class NewStateCatcher:
 
     __slots__ = ("states", "_ids", "tag", "exclude")
 
-    def __init__(self, tag: str | None = None, exclude: Callable[[tuple, Any], bool] | None = None) -> None:
+    def __init__(self, tag: str | None = None, exclude: Callable[[tuple[Any, ...], Any], bool] | None = None) -> None:
         self.states: list[State] = []
         self._ids: set[int] = set()
         self.tag = tag
@@ -138,7 +144,7 @@ class NewStateCatcher:
         return list(self.states)
 
     def get_state_values(self) -> list[Any]:
-        return [s._value for s in self.states]
+        return [s.value for s in self.states]
 
     def __contains__(self, state: object) -> bool:
         return id(state) in self._ids

@@ -31,24 +31,33 @@ class LIF(sm.nn.Module):
         v = self.V.value + dt * (-self.V.value + current) / self.tau
         spike = v > self.threshold
         self.V.value = jnp.where(spike, 0.0, v)
-        self.spikes.value = self.spikes.value + spike
-        return spike.sum()
+        # Spikes are counted as int32: adding a bool to an int needs an explicit cast under strict promotion.
+        self.spikes.value = self.spikes.value + spike.astype(jnp.int32)
+        return jnp.sum(spike)
 
 
-def pure_reference(v0: jax.Array, currents: jax.Array, tau: float, threshold: float) -> tuple:
-    """The same simulation written by hand in pure JAX (explicit state passing)."""
+_Triple = tuple[jax.Array, jax.Array, jax.Array]
 
-    def member(v, cur):
-        def step(carry, c):
-            v, s = carry
-            v = v + (-v + c) / tau
-            spike = v > threshold
-            return (jnp.where(spike, 0.0, v), s + spike), spike.sum()
 
+def pure_reference(v0: jax.Array, currents: jax.Array, tau: float, threshold: float) -> _Triple:
+    """The same simulation written by hand in pure JAX (explicit state passing).
+
+    Returns:
+      Per member: the final potentials, the spike counts per neuron, and the population spike count per step.
+    """
+
+    def step(carry: tuple[jax.Array, jax.Array], c: jax.Array) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+        v, s = carry
+        v = v + (-v + c) / tau
+        spike = v > threshold
+        return (jnp.where(spike, 0.0, v), s + spike.astype(jnp.int32)), jnp.sum(spike)
+
+    def member(v: jax.Array, cur: jax.Array) -> _Triple:
         (v, s), counts = jax.lax.scan(step, (v, jnp.zeros(v.shape, jnp.int32)), cur)
         return v, s, counts
 
-    return jax.jit(jax.vmap(member, in_axes=(0, 1)))(v0, currents)
+    v, s, counts = jax.jit(jax.vmap(member, in_axes=(0, 1)))(v0, currents)
+    return v, s, counts
 
 
 def main() -> None:

@@ -214,9 +214,9 @@ def test_path_contains_inside_jit_via_a_trace_hook():
     pred = PathContains("weight")
     seen = {}
 
-    def hook(state):
+    def hook(state, value):
         seen[state.path] = pred(state.path, state)
-        return state._value
+        return value
 
     @sm.transform.jit
     def f(x):

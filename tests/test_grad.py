@@ -55,6 +55,8 @@ def stateful_loss(w, b, n, calls=None):
         if calls is not None:
             calls.append(1)
         n.value = n.value + 1
+        # Explicit cast: a float16 `x` (a new signature) must not meet float32 weights under strict promotion.
+        x = jnp.asarray(x, w.value.dtype)
         y = jnp.tanh(w.value @ x + b.value)
         return jnp.sum(y**2) + 0.1 * jnp.sum(w.value**2)
 
@@ -370,7 +372,7 @@ def test_grad_inside_jit_twice_traces_body_once():
     def g(x):
         calls.append(1)
         n.value = n.value + 1
-        return jnp.sum(w.value * x)
+        return jnp.sum(w.value * x.astype(w.value.dtype))  # x may be float16: cast explicitly
 
     @sm.transform.jit
     def step(x):

@@ -63,7 +63,7 @@ def test_warm_calls_do_not_rerun_the_body():
     @sm.transform.jit
     def f(x, y=None):
         calls.append(1)
-        s.value = s.value + x
+        s.value = s.value + x.astype(s.value.dtype)
         return s.value if y is None else s.value * y
 
     for _ in range(4):
@@ -235,7 +235,7 @@ def test_python_error_on_a_later_signature_restores_states():
 
     @sm.transform.jit
     def f(x):
-        a.value = a.value + x
+        a.value = a.value + x.astype(a.value.dtype)
         key = sm.random.split_key()
         b.value = b.value * 2 + jax.random.uniform(key, (2,)) * 0
         if x.dtype == jnp.int32:
@@ -288,7 +288,7 @@ def test_error_in_nested_jit_restores_outer_and_inner_states():
 
     @sm.transform.jit
     def inner(x):
-        b.value = b.value + x
+        b.value = b.value + x.astype(b.value.dtype)
         if x.dtype == jnp.int32:
             raise KeyError("inner")
         return x

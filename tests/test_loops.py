@@ -380,7 +380,7 @@ def test_state_changing_shape_in_the_body_is_named():
         T.scan(f, None, jnp.arange(3.0))
     counter = sm.State(jnp.array(0, jnp.int32), name="counter")
     with pytest.raises(ControlFlowError, match=r"(?s)state 'counter'.*expected: i32\[\].*found:    f32\[\]"):
-        T.while_loop(lambda v: v < 3, lambda v: _set(counter, counter.value + 0.5, v + 1), 0)
+        T.while_loop(lambda v: v < 3, lambda v: _set(counter, counter.value.astype(jnp.float32) + 0.5, v + 1), 0)
     assert buf.value.shape == (2,) and counter.value.dtype == jnp.int32
     assert_clean(buf, counter)
 

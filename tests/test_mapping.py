@@ -373,7 +373,7 @@ def test_axis_env_names_axes_for_collectives():
         jnp.arange(6.0).reshape(2, 3)
     )
     assert_tree_close(out, want)
-    assert f.axis_env == [("outer", 2)]
+    assert f.axis_env == (("outer", 2),)
 
 
 def _custom_mapping(log):
@@ -430,7 +430,7 @@ def test_attributes():
     assert f.state_in_axes == {0: OfType(sm.ParamState)} and f.state_out_axes == {}
     assert (f.in_axes, f.out_axes, f.axis_name, f.axis_size, f.name) == ((0,), 1, "i", 3, "mine")
     assert f.mapping_fn is jax.vmap and f.mapping_kwargs == {}
-    assert f.return_only_write is True and f.axis_env == []
+    assert f.return_only_write is True and f.axis_env == ()
     assert SM(fn).name == "StatefulMapping"
 
 
@@ -731,7 +731,7 @@ def _counted():
 
     def step(x):
         calls.append(1)
-        s.value = s.value + x
+        s.value = s.value + x.astype(s.value.dtype)
         return x * 2
 
     return s, calls, step

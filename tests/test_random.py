@@ -1,5 +1,7 @@
 """Tests of `statemap.random`: RandomState, DEFAULT, seeding and the numpy-style samplers."""
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -517,6 +519,17 @@ def test_public_names():
         assert name in sm.random.__all__ and callable(getattr(sm.random, name))
     for name in names:
         assert callable(getattr(sm.random.RandomState, name))
+
+
+def test_module_samplers_are_default_methods_with_examples():
+    # As in numpy.random: one signature and docstring per sampler, shared by the method and the module function.
+    for name in sm.random.__all__:
+        method = getattr(sm.random.RandomState, name, None)
+        if method is None or name in ("seed", "split_key", "set_key"):
+            continue
+        f = getattr(sm.random, name)
+        assert f.__self__ is sm.random.DEFAULT and f.__func__ is method, name
+        assert ">>>" in (inspect.getdoc(f) or ""), name
 
 
 def test_plain_jax_jit_draw_raises_and_leaves_default_unchanged():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import statemap as sm
+from statemap import _state
 
 
 def _line() -> int:
@@ -369,3 +370,38 @@ def test_copy_has_its_own_tags_and_level():
         b.value = 1.0
     assert a.tag == {"x"} and b.tag == {"x", "y"}
     assert t.states == []
+
+
+def test_write_back_refuses_tracers_outside_statemap_traces():
+    s = sm.State(jnp.zeros(()), name="s")
+    t = sm.State(jnp.zeros(()), name="t")
+
+    def f(x):
+        _state.write_back([t, s], [0, 1], [np.ones(()), x], "scan")
+        return x
+
+    with pytest.raises(sm.TraceContextError, match=r"scan: state 's'.*assigned a JAX tracer"):
+        jax.jit(f)(1.0)
+    assert float(t.value) == 0.0  # nothing was written: the check runs before any write
+
+
+def test_write_back_and_read_values_from_many_threads():
+    import threading
+
+    states = [sm.State(jnp.zeros(()), name=f"s{i}") for i in range(4)]
+    barrier = threading.Barrier(4)
+
+    def writer(k):
+        barrier.wait()
+        for _ in range(200):
+            _state.write_back(states, range(4), [jnp.full((), float(k))] * 4)
+            values = _state.read_values(states)
+            assert all(v.shape == () for v in values)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    final = {float(s.value) for s in states}
+    assert len(final) == 1  # each write-back is atomic: the last one wins for every state

@@ -21,34 +21,53 @@ def test_first_touch_order_and_roles():
     assert [s.name for s in t.states] == ["c", "b", "a"]
     assert t.written == [True, False, True]
     assert t.read == [False, True, True]
-    assert t.originals == [3.0, 2.0, 1.0]
+    assert t.values == [0.0, 2.0, 1.0]  # the frame's view at the end
     assert t.index(a) == 2 and t.index(sm.State(0.0)) is None
 
 
-def test_restore_puts_back_first_touch_values():
+def test_writes_stay_in_the_frame_until_committed():
     a, b = sm.State(1.0), sm.State(2.0)
     with sm.StateTrace() as t:
         a.value = 10.0
         a.value = 20.0
         b.value = b.value + 1
+        assert (a.value, b.value) == (20.0, 3.0)  # the frame sees its own writes
+    assert (a.value, b.value) == (1.0, 2.0)  # the states themselves never changed
+    t.commit()
     assert (a.value, b.value) == (20.0, 3.0)
-    t.restore()
-    assert (a.value, b.value) == (1.0, 2.0)
+
+
+def test_other_threads_never_see_a_frame_s_values():
+    s = sm.State(1.0, name="s")
+    inside, release, seen = threading.Event(), threading.Event(), []
+
+    def reader():
+        inside.wait()
+        seen.append(s.value)
+        release.set()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    with sm.StateTrace(lambda state, v: v * 100):
+        s.value = s.value + 1
+        inside.set()
+        release.wait(10)
+    thread.join()
+    assert seen == [1.0] and s.value == 1.0
 
 
 def test_hook_replaces_the_value_at_first_touch():
     s = sm.State(jnp.ones(2), name="s")
     seen = []
 
-    def hook(state):
+    def hook(state, value):
         seen.append(state)
-        return state.value * 0 + 5  # reading inside the hook must not recurse into this trace
+        return value * 0 + 5
 
     with sm.StateTrace(hook, name="demo") as t:
         np.testing.assert_array_equal(s.value, 5 * np.ones(2))
         np.testing.assert_array_equal(s.value, 5 * np.ones(2))
     assert seen == [s] and t.name == "demo"
-    t.restore()
     np.testing.assert_array_equal(s.value, np.ones(2))
 
 

@@ -103,7 +103,7 @@ def test_collectives():
 
 def test_nested_vmap2_parity():
     def inner(a, b):
-        return a * b + jax.lax.psum(b, "i") + jax.lax.axis_index("o")
+        return a * b + jax.lax.psum(b, "i") + jax.lax.axis_index("o").astype(b.dtype)
 
     a, b = jnp.arange(3.0), jnp.arange(4.0)
     f = vmap2(vmap2(inner, in_axes=(None, 0), axis_name="i"), in_axes=(0, None), axis_name="o")

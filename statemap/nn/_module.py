@@ -6,12 +6,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from .._state import State
-from ..util.filter import Everything, to_predicate
+from ..util.filter import Everything, Path, to_predicate
 
 __all__ = ["Module"]
 
 
-def _walk(obj: Any, path: tuple, seen: set[int]) -> Iterator[tuple[tuple, Any]]:
+def _walk(obj: Any, path: Path, seen: set[int]) -> Iterator[tuple[Path, Any]]:
     """Yield (path, node) for every State and Module reachable from `obj`, pre-order, each once."""
     if isinstance(obj, State):
         if id(obj) not in seen:
@@ -60,7 +60,7 @@ class Module:
             if isinstance(node, State):
                 node._path = path
 
-    def nodes(self) -> dict[tuple, Any]:
+    def nodes(self) -> dict[Path, Any]:
         """Ordered mapping path → State or Module of everything reachable from this module (itself at ``()``).
 
         Example:
@@ -72,7 +72,7 @@ class Module:
         """
         return dict(_walk(self, (), set()))
 
-    def states(self, *filters: Any) -> dict[tuple, State]:
+    def states(self, *filters: Any) -> dict[Path, State]:
         """Ordered mapping path → State of the states matching any of `filters` (all states when none given).
 
         Calling it also refreshes every state's `path` relative to this module.
@@ -86,7 +86,7 @@ class Module:
           {('w',): ParamState(path='w', value=float)}
         """
         pred = to_predicate(list(filters)) if filters else Everything()
-        out: dict[tuple, State] = {}
+        out: dict[Path, State] = {}
         for path, node in _walk(self, (), set()):
             if isinstance(node, State):
                 node._path = path
@@ -94,7 +94,7 @@ class Module:
                     out[path] = node
         return out
 
-    def modules(self) -> dict[tuple, Module]:
+    def modules(self) -> dict[Path, Module]:
         """Ordered mapping path → Module of this module and its sub-modules."""
         return {p: n for p, n in _walk(self, (), set()) if isinstance(n, Module)}
 

@@ -5,29 +5,29 @@ from ._rng import RandomState as RandomState
 from ._rng import default_rng as default_rng
 from ._rng import get_key as get_key
 from ._rng import seed as seed
-
-# --- samplers: add re-exports below this line ---
 from ._rng import seed_context as seed_context
 from ._rng import set_key as set_key
 from ._rng import split_key as split_key
 from ._rng import split_keys as split_keys
-from ._samplers import bernoulli as bernoulli
-from ._samplers import beta as beta
-from ._samplers import categorical as categorical
-from ._samplers import choice as choice
-from ._samplers import exponential as exponential
-from ._samplers import gamma as gamma
-from ._samplers import multivariate_normal as multivariate_normal
-from ._samplers import normal as normal
-from ._samplers import permutation as permutation
-from ._samplers import poisson as poisson
-from ._samplers import rand as rand
-from ._samplers import randint as randint
-from ._samplers import randn as randn
-from ._samplers import random as random
-from ._samplers import shuffle as shuffle
-from ._samplers import truncated_normal as truncated_normal
-from ._samplers import uniform as uniform
+
+# Samplers: the methods of `DEFAULT`.
+from ._rng import bernoulli as bernoulli
+from ._rng import beta as beta
+from ._rng import categorical as categorical
+from ._rng import choice as choice
+from ._rng import exponential as exponential
+from ._rng import gamma as gamma
+from ._rng import multivariate_normal as multivariate_normal
+from ._rng import normal as normal
+from ._rng import permutation as permutation
+from ._rng import poisson as poisson
+from ._rng import rand as rand
+from ._rng import randint as randint
+from ._rng import randn as randn
+from ._rng import random as random
+from ._rng import shuffle as shuffle
+from ._rng import truncated_normal as truncated_normal
+from ._rng import uniform as uniform
 
 __all__ = [
     "DEFAULT",
@@ -35,11 +35,10 @@ __all__ = [
     "default_rng",
     "get_key",
     "seed",
+    "seed_context",
     "set_key",
     "split_key",
     "split_keys",
-    # --- sampler names ---
-    "seed_context",
     "bernoulli",
     "beta",
     "categorical",

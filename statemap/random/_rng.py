@@ -1,4 +1,4 @@
-"""`RandomState`: a `State` holding a typed JAX PRNG key, and the global `DEFAULT` generator.
+"""`RandomState`: a `State` holding a typed JAX PRNG key; the global `DEFAULT` generator and its samplers.
 
 Drawing advances the key by writing the state, so transforms thread it like any other state: inside `scan`
 each iteration draws new numbers, and the mapping transforms split it per lane.
@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .._errors import message
@@ -29,6 +30,23 @@ __all__ = [
     "get_key",
     "set_key",
     "default_rng",
+    "rand",
+    "randn",
+    "randint",
+    "random",
+    "uniform",
+    "normal",
+    "truncated_normal",
+    "bernoulli",
+    "choice",
+    "permutation",
+    "shuffle",
+    "exponential",
+    "gamma",
+    "beta",
+    "poisson",
+    "categorical",
+    "multivariate_normal",
 ]
 
 
@@ -43,11 +61,11 @@ def _to_key(seed_or_key: Any, who: str = "RandomState") -> Any:
     dtype = getattr(seed_or_key, "dtype", None)
     shape = getattr(seed_or_key, "shape", None)
     if dtype is not None and shape is not None:
-        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if jnp.issubdtype(dtype, jax.dtypes.prng_key):
             return seed_or_key
         if np.dtype(dtype) == np.uint32 and tuple(shape)[-1:] == (2,):
             return jax.random.wrap_key_data(seed_or_key)
-        if tuple(shape) == () and jax.dtypes.issubdtype(dtype, np.integer):
+        if tuple(shape) == () and jnp.issubdtype(dtype, np.integer):
             return jax.random.key(seed_or_key)  # also works on a traced seed
     found = type(seed_or_key).__name__
     if dtype is not None and shape is not None:
@@ -190,6 +208,27 @@ class RandomState(State, SamplerMethods):
 
 
 DEFAULT = RandomState(None, name="random.DEFAULT")  # a random seed
+
+# The module-level samplers are DEFAULT's bound methods, as in `numpy.random` (whose `normal` is its global
+# generator's method): each sampler has one signature and one docstring. DEFAULT is never rebound (seeding
+# writes its key), so they always draw from the current global generator.
+rand = DEFAULT.rand
+randn = DEFAULT.randn
+randint = DEFAULT.randint
+random = DEFAULT.random
+uniform = DEFAULT.uniform
+normal = DEFAULT.normal
+truncated_normal = DEFAULT.truncated_normal
+bernoulli = DEFAULT.bernoulli
+choice = DEFAULT.choice
+permutation = DEFAULT.permutation
+shuffle = DEFAULT.shuffle
+exponential = DEFAULT.exponential
+gamma = DEFAULT.gamma
+beta = DEFAULT.beta
+poisson = DEFAULT.poisson
+categorical = DEFAULT.categorical
+multivariate_normal = DEFAULT.multivariate_normal
 
 
 def seed(seed_or_key: Any = None) -> None:

@@ -1,9 +1,10 @@
-"""NumPy-style samplers: `RandomState` methods and module functions drawing from `DEFAULT`.
+"""NumPy-style samplers: the sampling methods of `RandomState`.
 
 Each distribution is implemented once, as a private pure function of an explicit key (``_normal(key, ...)``).
 `SamplerMethods` (a base class of `RandomState`) turns it into a method: with ``key=None`` the method draws a
 key with ``self.split_key()`` (a state write, so transforms thread the generator), otherwise it uses the given
-key and leaves the state alone. The public module functions (`normal`, ...) call the method on `DEFAULT`.
+key and leaves the state alone. The public module functions (`statemap.random.normal`, ...) are these methods
+bound to `DEFAULT` (see `_rng`).
 
 Shapes follow NumPy: ``size=None`` gives the broadcast shape of the distribution parameters, and a given
 ``size`` must be one the parameters broadcast to. Parameters are broadcast explicitly, so the samplers work
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,28 +26,7 @@ from jax.typing import ArrayLike, DTypeLike
 from .._compat import is_tracer
 from .._errors import message
 
-if TYPE_CHECKING:
-    from ._rng import RandomState
-
-__all__ = [
-    "rand",
-    "randn",
-    "randint",
-    "random",
-    "uniform",
-    "normal",
-    "truncated_normal",
-    "bernoulli",
-    "choice",
-    "permutation",
-    "shuffle",
-    "exponential",
-    "gamma",
-    "beta",
-    "poisson",
-    "categorical",
-    "multivariate_normal",
-]
+__all__ = ["SamplerMethods"]
 
 Size = int | Sequence[int] | None
 
@@ -74,6 +54,11 @@ def _dim(who: str, what: str, d: Any) -> int:
             message(who, f"{what} is negative", "non-negative ints", f"{n}", "use sizes >= 0")
         )
     return n
+
+
+def _dims(who: str, dn: Sequence[Any]) -> tuple[int, ...]:
+    """The dimensions given as ``*dn`` (to `rand` and `randn`), checked."""
+    return tuple(_dim(who, f"dimension {i}", d) for i, d in enumerate(dn))
 
 
 def _size(who: str, size: Size) -> tuple[int, ...] | None:
@@ -125,7 +110,7 @@ def _fit(x: ArrayLike, shape: tuple[int, ...], dtype: Any = None) -> Array:
 def _check_key(who: str, key: Any) -> Any:
     dtype = getattr(key, "dtype", None)
     if dtype is not None and (
-        jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+        jnp.issubdtype(dtype, jax.dtypes.prng_key)
         or (np.dtype(dtype) == np.uint32 and np.shape(key)[-1:] == (2,))
     ):
         return key
@@ -294,8 +279,7 @@ class SamplerMethods:
           >>> x.shape, x.dtype, bool(((0 <= x) & (x < 1)).all())
           ((2, 3), dtype('float32'), True)
         """
-        dims = tuple(_dim("rand", f"dimension {i}", d) for i, d in enumerate(dn))
-        return self._sample("rand", key, _rand, dims)
+        return self._sample("rand", key, _rand, _dims("rand", dn))
 
     def randn(self, *dn: int, key: Any = None) -> Array:
         """Standard normal samples of shape ``dn`` (like `numpy.random.randn`).
@@ -309,8 +293,7 @@ class SamplerMethods:
           >>> sm.random.RandomState(0).randn(4).shape
           (4,)
         """
-        dims = tuple(_dim("randn", f"dimension {i}", d) for i, d in enumerate(dn))
-        return self._sample("randn", key, _randn, dims)
+        return self._sample("randn", key, _randn, _dims("randn", dn))
 
     def randint(
         self,
@@ -613,210 +596,3 @@ class SamplerMethods:
           (5, 2)
         """
         return self._sample("multivariate_normal", key, _multivariate_normal, mean, cov, size, method)
-
-
-# -- module functions: the same samplers on DEFAULT ---------------------------------------------------------
-def _default() -> RandomState:
-    # Imported at call time: `_rng` (which defines DEFAULT) imports this module for `SamplerMethods`.
-    from ._rng import DEFAULT
-
-    return DEFAULT
-
-
-def rand(*dn: int, key: Any = None) -> Array:
-    """Uniform samples in ``[0, 1)`` of shape ``dn`` from `DEFAULT`; see `RandomState.rand`.
-
-    Example:
-      >>> sm.random.rand(2, 3).shape
-      (2, 3)
-    """
-    return _default().rand(*dn, key=key)
-
-
-def randn(*dn: int, key: Any = None) -> Array:
-    """Standard normal samples of shape ``dn`` from `DEFAULT`; see `RandomState.randn`.
-
-    Example:
-      >>> sm.random.randn(3).shape
-      (3,)
-    """
-    return _default().randn(*dn, key=key)
-
-
-def randint(
-    low: ArrayLike, high: ArrayLike | None = None, size: Size = None, dtype: DTypeLike = int, key: Any = None
-) -> Array:
-    """Integers in ``[low, high)`` (or ``[0, low)``) from `DEFAULT`; see `RandomState.randint`.
-
-    Example:
-      >>> x = sm.random.randint(10, size=(2, 2))
-      >>> x.shape, bool(((0 <= x) & (x < 10)).all())
-      ((2, 2), True)
-    """
-    return _default().randint(low, high, size, dtype, key=key)
-
-
-def random(size: Size = None, key: Any = None) -> Array:
-    """Uniform samples in ``[0, 1)`` of shape `size` from `DEFAULT`; see `RandomState.random`.
-
-    Example:
-      >>> sm.random.random(3).shape
-      (3,)
-    """
-    return _default().random(size, key=key)
-
-
-def uniform(
-    low: ArrayLike = 0.0,
-    high: ArrayLike = 1.0,
-    size: Size = None,
-    key: Any = None,
-    dtype: DTypeLike | None = None,
-) -> Array:
-    """Uniform samples in ``[low, high)`` from `DEFAULT`; see `RandomState.uniform`.
-
-    Example:
-      >>> x = sm.random.uniform(-1.0, 1.0, size=4)
-      >>> x.shape, bool((abs(x) <= 1).all())
-      ((4,), True)
-    """
-    return _default().uniform(low, high, size, key=key, dtype=dtype)
-
-
-def normal(
-    loc: ArrayLike | None = None,
-    scale: ArrayLike | None = None,
-    size: Size = None,
-    key: Any = None,
-    dtype: DTypeLike | None = None,
-) -> Array:
-    """Normal samples from `DEFAULT`; see `RandomState.normal`.
-
-    Example:
-      >>> sm.random.normal(1.0, 0.1, size=(2, 3)).shape
-      (2, 3)
-    """
-    return _default().normal(loc, scale, size, key=key, dtype=dtype)
-
-
-def truncated_normal(
-    lower: ArrayLike,
-    upper: ArrayLike,
-    size: Size = None,
-    loc: ArrayLike = 0.0,
-    scale: ArrayLike = 1.0,
-    key: Any = None,
-) -> Array:
-    """Truncated normal samples from `DEFAULT`; see `RandomState.truncated_normal`.
-
-    Example:
-      >>> x = sm.random.truncated_normal(0.0, 2.0, size=3)
-      >>> x.shape, bool(((0 <= x) & (x <= 2)).all())
-      ((3,), True)
-    """
-    return _default().truncated_normal(lower, upper, size, loc, scale, key=key)
-
-
-def bernoulli(p: ArrayLike = 0.5, size: Size = None, key: Any = None) -> Array:
-    """Boolean samples from `DEFAULT`; see `RandomState.bernoulli`.
-
-    Example:
-      >>> sm.random.bernoulli(0.3, size=4).dtype
-      dtype('bool')
-    """
-    return _default().bernoulli(p, size, key=key)
-
-
-def choice(
-    a: int | ArrayLike, size: Size = None, replace: bool = True, p: ArrayLike | None = None, key: Any = None
-) -> Array:
-    """Samples from `a` drawn with `DEFAULT`; see `RandomState.choice`.
-
-    Example:
-      >>> x = sm.random.choice(jnp.array([10, 20, 30]), size=4, p=jnp.array([0.0, 1.0, 0.0]))
-      >>> x
-      Array([20, 20, 20, 20], dtype=int32)
-    """
-    return _default().choice(a, size, replace, p, key=key)
-
-
-def permutation(x: int | ArrayLike, axis: int = 0, independent: bool = False, key: Any = None) -> Array:
-    """A permutation drawn with `DEFAULT`; see `RandomState.permutation`.
-
-    Example:
-      >>> sorted(sm.random.permutation(jnp.array([3, 1, 2])).tolist())
-      [1, 2, 3]
-    """
-    return _default().permutation(x, axis, independent, key=key)
-
-
-def shuffle(x: ArrayLike, axis: int = 0, key: Any = None) -> Array:
-    """A shuffled copy of `x` drawn with `DEFAULT`; see `RandomState.shuffle`.
-
-    Example:
-      >>> sorted(sm.random.shuffle(jnp.arange(4)).tolist())
-      [0, 1, 2, 3]
-    """
-    return _default().shuffle(x, axis, key=key)
-
-
-def exponential(scale: ArrayLike | None = None, size: Size = None, key: Any = None) -> Array:
-    """Exponential samples from `DEFAULT`; see `RandomState.exponential`.
-
-    Example:
-      >>> sm.random.exponential(size=(2, 2)).shape
-      (2, 2)
-    """
-    return _default().exponential(scale, size, key=key)
-
-
-def gamma(shape: ArrayLike, scale: ArrayLike | None = None, size: Size = None, key: Any = None) -> Array:
-    """Gamma samples from `DEFAULT`; see `RandomState.gamma`.
-
-    Example:
-      >>> sm.random.gamma(2.0, size=3).shape
-      (3,)
-    """
-    return _default().gamma(shape, scale, size, key=key)
-
-
-def beta(a: ArrayLike, b: ArrayLike, size: Size = None, key: Any = None) -> Array:
-    """Beta samples from `DEFAULT`; see `RandomState.beta`.
-
-    Example:
-      >>> sm.random.beta(jnp.ones(3), 2.0).shape
-      (3,)
-    """
-    return _default().beta(a, b, size, key=key)
-
-
-def poisson(lam: ArrayLike = 1.0, size: Size = None, key: Any = None) -> Array:
-    """Poisson samples from `DEFAULT`; see `RandomState.poisson`.
-
-    Example:
-      >>> sm.random.poisson(jnp.array([0.0, 0.0]))
-      Array([0, 0], dtype=int32)
-    """
-    return _default().poisson(lam, size, key=key)
-
-
-def categorical(logits: ArrayLike, axis: int = -1, size: Size = None, key: Any = None) -> Array:
-    """Category indices drawn with `DEFAULT`; see `RandomState.categorical`.
-
-    Example:
-      >>> sm.random.categorical(jnp.zeros((4, 3)), size=(2, 4)).shape
-      (2, 4)
-    """
-    return _default().categorical(logits, axis, size, key=key)
-
-
-def multivariate_normal(
-    mean: ArrayLike, cov: ArrayLike, size: Size = None, method: str = "cholesky", key: Any = None
-) -> Array:
-    """Multivariate normal samples from `DEFAULT`; see `RandomState.multivariate_normal`.
-
-    Example:
-      >>> sm.random.multivariate_normal(jnp.zeros(3), jnp.eye(3)).shape
-      (3,)
-    """
-    return _default().multivariate_normal(mean, cov, size, method, key=key)

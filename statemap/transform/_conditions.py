@@ -15,6 +15,8 @@ import jax.numpy as jnp
 
 from .. import _compat
 from .._errors import ArgumentError, ControlFlowError, message, short_aval
+from .._state import read_values, write_back
+from ._arguments import leaf_signature
 from ._control import (
     FlatTraced,
     StateUnion,
@@ -27,9 +29,7 @@ from ._control import (
     same_type,
     state_type_error,
     stateful,
-    write_states,
 )
-from ._make_jaxpr import leaf_signature, read_values
 
 __all__ = ["cond", "switch"]
 
@@ -112,7 +112,7 @@ def _traced_branches(who: str, funs: Sequence[Callable], names: Sequence[str], o
     runners = [_branch_runner(ft, k, union) for k, ft in enumerate(flats)]
     state_leaves = union.values_to_leaves(read_values(union.states))
     res, new = call(runners, op_leaves, state_leaves)
-    write_states(union.states, union.written, union.leaves_to_values(union.written, new), who)
+    write_back(union.states, union.written, union.leaves_to_values(union.written, new), who)
     return jax.tree_util.tree_unflatten(flats[0].entry.out_treedef, res)
 
 

@@ -9,8 +9,8 @@ Passes, for every transform:
      enter as loop-invariant inputs.
   4. Check the traced types: branch outputs agree, carries and written states keep their type.
   5. Build pure functions that evaluate the traced jaxprs (`FlatTraced`) and hand them to `jax.lax`. State
-     values are read with `read_values` and written back with `write_back`, so enclosing statemap transforms
-     (`jit`, `grad`, mapping) see the reads and writes.
+     values are read with `read_values` and written back with `write_back` (`statemap._state`), so enclosing
+     statemap transforms (`jit`, `grad`, mapping) see the reads and writes.
 
 Caveats:
   - Nothing is written back until `jax.lax` returns, so after any error every state keeps its value.
@@ -28,10 +28,11 @@ from typing import Any
 import jax
 
 from .. import _compat
-from .._errors import ArgumentError, ControlFlowError, TraceContextError, describe_state, message, short_aval
+from .._errors import ArgumentError, ControlFlowError, describe_state, message, short_aval
 from .._state import State
-from .._trace import StateTrace, trace_level
-from ._make_jaxpr import StatefulFunction, Traced, leaf_signature, write_back
+from .._trace import StateTrace
+from ._arguments import leaf_signature
+from ._make_jaxpr import StatefulFunction, Traced
 
 __all__ = [
     "FlatTraced",
@@ -44,7 +45,6 @@ __all__ = [
     "run_direct",
     "same_type",
     "stateful",
-    "write_states",
 ]
 
 
@@ -278,50 +278,14 @@ def call_plan(runner: Callable, jitted: Callable, plan: Plan, *args: Any) -> Any
     return jitted(plan, *args)
 
 
-# -- reading and writing states ------------------------------------------------------------------------------
-def _tracer_write_error(who: str, state: State) -> TraceContextError:
-    return TraceContextError(
-        message(
-            who,
-            f"{describe_state(state)} would be assigned a JAX tracer outside any statemap transform",
-            "concrete arrays (or a call inside a statemap transform)",
-            "a tracer; this usually means a plain jax.jit/jax.vmap/jax.grad traced a function that writes states",
-            "use statemap.transform.jit / grad / vmap2 around it, which thread states through",
-        )
-    )
+# -- running a branch directly -----------------------------------------------------------------------------
+def run_direct(fun: Callable[..., Any], args: Sequence[Any], who: str) -> Any:
+    """Call `fun(*args)` as is (the branch a concrete predicate picks), writing its state writes back after.
 
-
-def _holds_tracer(value: Any) -> bool:
-    return any(_compat.is_tracer(x) for x in jax.tree_util.tree_leaves(value))
-
-
-def write_states(states: Sequence[State], indices: Sequence[int], values: Sequence[Any], who: str) -> None:
-    """`write_back`, refusing (before writing anything) to store tracers when no statemap trace is active."""
-    if trace_level() == 0:
-        for i, v in zip(indices, values, strict=True):
-            if _holds_tracer(v):
-                raise _tracer_write_error(who, states[i])
-    write_back(states, indices, values)
-
-
-def run_direct(fun: Callable, args: Sequence[Any], who: str) -> Any:
-    """Call `fun(*args)` as is (the branch a concrete predicate picks); on an exception, restore the states.
-
-    A `StateTrace` without a hook records the states the call touches and their values before it; reads and
-    writes still reach enclosing traces.
+    A hook-less `StateTrace` frame holds the call's writes; they are committed when it returns, so after an
+    exception every state keeps its value. Reads and writes still reach enclosing traces.
     """
-    outer = trace_level()
-    with StateTrace(name=who) as t:
-        try:
-            out = fun(*args)
-        except BaseException:
-            t.restore()
-            raise
-    if outer == 0:
-        # Outside any statemap transform a state must not keep a tracer (e.g. from a plain jax.jit around
-        # this call); our own trace hid the usual check of `State.value`'s setter, so repeat it here.
-        for s, written in zip(t.states, t.written, strict=True):
-            if written and _holds_tracer(s._value):
-                t.restore()
-                raise _tracer_write_error(who, s)
+    with StateTrace(name=who) as frame:
+        out = fun(*args)
+    frame.commit()
     return out

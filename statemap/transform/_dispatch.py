@@ -1,31 +1,231 @@
-"""Signals of the eager *dispatch* path shared by `jit` and the mapping transforms.
+"""The per-call protocol shared by `jit` and every mapping transform: find the program, run it, write back.
 
-Both pass the values of every state they know a function touches into one `jax.jit` object; these internal
-exceptions (raised at JAX trace time or while reading values) tell the caller to widen that set or to take
-the traced path. None of them ever reaches users.
+A transform (a `JittedFunction`, a `StatefulMapping`) turns each call signature into a `Program`: the states it
+touches (held weakly), a pure function of (argument leaves, state values) → (new values of the states it writes,
+result), and that function compiled for eager calls. The `Dispatcher` does the rest, in one of two ways:
+
+- **Fast path** (eager calls, no static arguments): one `jax.jit` built once per dispatcher receives the values of
+  every state the transform is known to touch (its *known* list) plus the call's arguments, so JAX's C++
+  dispatch does the signature check and the cache lookup. Its body runs only when JAX traces a new signature: it
+  asks the transform for the program and inlines it. A program touching a state not yet known raises `NewStates`;
+  the dispatcher adds the states and retries. Known states are held weakly; when one dies the list is compacted
+  and the `jax.jit` rebuilt (positions changed, so compiled code for the old list must not be reused).
+- **Traced path** (inside an enclosing statemap transform, or with static arguments): build the signature, get
+  the program, read the values (recording the reads), run the compiled program, write back.
+
+Both paths write back through `statemap._state.write_back`, the one write-back of every transform. A program
+whose states changed shape since it was built raises `StaleProgram` when JAX retraces it; the dispatcher asks
+for a fresh program once. Thread safety: the known list is an immutable snapshot replaced under a lock, and the
+snapshot a call read its values from is the one its traced body sees (a thread-local hand-off, since JAX traces
+the body in the calling thread).
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._state import State
+import jax
 
-__all__ = ["NewStates", "DeadState", "dead"]
+from .._errors import MappingRuntimeError, StatemapError, TraceContextError, without_jax_note
+from .._state import State, read_values, write_back
+from .._trace import CONTEXT
+from ._arguments import ArgSpec, CallSignature, value_signature
+
+__all__ = ["Program", "Dispatcher", "StaleProgram", "NewStates", "check_signatures"]
+
+_MAX_TRIES = 8  # each try learns new states or drops dead ones; more means a function touching ever-new states
+
+
+class StaleProgram(Exception):
+    """Internal: a state's value no longer has the type the program was built for (never reaches users)."""
 
 
 class NewStates(Exception):
-    """A new signature touches states the dispatch path does not pass yet."""
+    """Internal: a new signature touches states the fast path does not pass yet (never reaches users)."""
 
     def __init__(self, states: list[State]) -> None:
         super().__init__()
         self.states = states
 
 
-class DeadState(Exception):
-    """A known state holds a dead tracer; the traced path reports it properly."""
+def check_signatures(values: Sequence[Any], expected: tuple[Any, ...]) -> None:
+    """Raise `StaleProgram` unless `values` have the signatures a program was built for."""
+    if tuple(value_signature(v) for v in values) != expected:
+        raise StaleProgram
 
 
-def dead(state: State) -> Any:
-    """Used inside the value-reading comprehension: abandon the dispatch path for a dead state."""
-    raise DeadState
+class Program:
+    """One call signature of a transform, ready to run.
+
+    Args:
+      states: The states the program reads (in the order `run` takes their values); held weakly.
+      writes: Indices into `states` whose new values `run` returns, in that order.
+      run: Pure ``run(arg_leaves, state_values) -> (new_values, result)``; inlined by the fast path. It raises
+        `StaleProgram` (at JAX trace time) when the values' types differ from those it was built for.
+      exe: `run` compiled for eager calls (or `run` itself when it already runs compiled code, e.g. `pmap`).
+      cacheable: False when the program closes over tracers of an enclosing trace (it must not be kept).
+    """
+
+    __slots__ = ("_refs", "writes", "run", "exe", "cacheable")
+
+    def __init__(
+        self,
+        states: Sequence[State],
+        writes: Sequence[int],
+        run: Callable[[list[Any], list[Any]], tuple[list[Any], Any]],
+        exe: Callable[[list[Any], list[Any]], tuple[list[Any], Any]],
+        cacheable: bool = True,
+    ) -> None:
+        self._refs = tuple(weakref.ref(s) for s in states)
+        self.writes = tuple(writes)
+        self.run = run
+        self.exe = exe
+        self.cacheable = cacheable
+
+    def states(self) -> list[State] | None:
+        """The live states, or None when one died (the program must be rebuilt)."""
+        out = [r() for r in self._refs]
+        return None if any(s is None for s in out) else out  # type: ignore[return-value]
+
+
+class _Known:
+    """Immutable snapshot of the fast path: known states (weakly), their positions, and the `jax.jit` for them.
+
+    Growing appends (positions stay valid, so the compiled code is kept); compacting moves positions, so it
+    comes with a new `jax.jit` whose cache starts empty.
+    """
+
+    __slots__ = ("refs", "index", "jitted")
+
+    def __init__(self, refs: tuple[weakref.ref[State], ...], jitted: Callable[..., Any]) -> None:
+        self.refs = refs
+        self.index: dict[int, int] = {id(r()): i for i, r in enumerate(refs)}
+        self.jitted = jitted
+
+    def grown(self, states: Sequence[State]) -> _Known:
+        new = [weakref.ref(s) for s in states if id(s) not in self.index]
+        return _Known(self.refs + tuple(new), self.jitted)
+
+
+Resolve = Callable[[CallSignature, bool], tuple[Program, list[State]]]
+
+
+class Dispatcher:
+    """Runs calls of one transform object (see the module docstring).
+
+    Args:
+      resolve: ``resolve(sig, fresh) -> (program, live states)``: the transform's cached program for `sig`, or a
+        new one (always a new one when `fresh`: the cached one was stale).
+      spec: How the transform's arguments are split (static ones).
+      fast: Whether eager calls may take the fast path (no static arguments; the program inlines under jit).
+      jit_kwargs: Extra keyword arguments for the fast path's `jax.jit`.
+    """
+
+    def __init__(self, resolve: Resolve, spec: ArgSpec, fast: bool, jit_kwargs: dict[str, Any] | None = None) -> None:
+        self._resolve = resolve
+        self.spec = spec
+        self._fast = fast and not spec.has_static
+        self._jit_kwargs = dict(jit_kwargs or {})
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._known = self._empty()
+        self.calls = 0  # number of calls (cache statistics of the transforms)
+
+    def _empty(self, refs: tuple[weakref.ref[State], ...] = ()) -> _Known:
+        return _Known(refs, jax.jit(self._body, **self._jit_kwargs))
+
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        self.calls += 1
+        if self._fast and not CONTEXT.stack:
+            for _ in range(_MAX_TRIES):
+                done, out = self._try_fast(args, kwargs)
+                if done:
+                    return out
+        return self._call_traced(CallSignature.of(self.spec, args, kwargs))
+
+    def _try_fast(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
+        known = self._known
+        states: list[Any] = [r() for r in known.refs]
+        try:
+            values = read_values(states)
+        except AttributeError:  # a known state died: compact the list (new positions, new jax.jit)
+            self._compact()
+            return False, None
+        except TraceContextError:  # a known state holds a dead tracer: the traced path decides if it matters
+            return True, self._call_traced(CallSignature.of(self.spec, args, kwargs))
+        self._local.known = known
+        try:
+            written, out = known.jitted(values, args, kwargs)
+        except NewStates as e:
+            self._grow(e.states)
+            return False, None
+        except StatemapError as e:
+            raise without_jax_note(e) from None
+        except TypeError:
+            CallSignature.of(self.spec, args, kwargs)  # raises a statemap ArgumentError naming a bad argument
+            raise
+        write_back(states, tuple(written), tuple(written.values()))
+        return True, out
+
+    def _body(self, values: list[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[int, Any], Any]:
+        """Body of the fast path's `jax.jit` (traced by JAX for a new signature only).
+
+        Returns ``{position among the known states: new value}`` for the states this signature writes (the dict's
+        keys are part of the output's structure, so they are static per signature) and the result.
+        """
+        known: _Known = self._local.known
+        sig = CallSignature.of(self.spec, args, kwargs)
+        for fresh in (False, True):
+            program, states = self._resolve(sig, fresh)
+            missing = [s for s in states if id(s) not in known.index]
+            if missing:
+                raise NewStates(missing)
+            pos = [known.index[id(s)] for s in states]
+            try:
+                new_values, out = program.run(sig.leaves, [values[p] for p in pos])
+            except StaleProgram:
+                continue
+            return {pos[i]: v for i, v in zip(program.writes, new_values, strict=True)}, out
+        raise _bug(self.spec.who)
+
+    def _call_traced(self, sig: CallSignature) -> Any:
+        for fresh in (False, True):
+            program, states = self._resolve(sig, fresh)
+            values = read_values(states)
+            try:
+                new_values, out = program.exe(sig.leaves, values)
+            except StaleProgram:
+                continue
+            write_back(states, program.writes, new_values)
+            return out
+        raise _bug(self.spec.who)
+
+    def _grow(self, states: list[State]) -> None:
+        with self._lock:
+            self._known = self._known.grown(states)
+
+    def _compact(self) -> None:
+        with self._lock:
+            self._known = self._empty(tuple(r for r in self._known.refs if r() is not None))
+
+    def clear(self) -> None:
+        """Forget the known states and the fast path's compiled code."""
+        with self._lock:
+            self._known = self._empty()
+
+
+def run_program(program: Program, states: list[State], leaves: list[Any]) -> Any:
+    """Run a program once through its compiled form and write back (for programs that are not cached)."""
+    new_values, out = program.exe(leaves, read_values(states))
+    write_back(states, program.writes, new_values)
+    return out
+
+
+def _bug(who: str) -> MappingRuntimeError:
+    return MappingRuntimeError(
+        f"{who}: a fresh program does not match the states' current types; this is a bug in statemap, please "
+        "report it with the function's code"
+    )

@@ -33,9 +33,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import describe_state, message, tree_aval
-from .._state import ParamState, State
+from .._state import ParamState, State, read_values, write_back
 from ..nn._module import Module
-from ._make_jaxpr import StatefulFunction, Traced, read_values, resolve_argnums, write_back
+from ._arguments import resolve_argnums
+from ._make_jaxpr import StatefulFunction, Traced
 
 __all__ = ["GradientTransform", "grad", "vector_grad", "jacrev", "jacfwd", "hessian"]
 
@@ -110,36 +111,98 @@ def _check_differentiable(states: Sequence[State], values: Sequence[Any], who: s
 
 
 # -- the JAX transforms applied to the pure function; each returns (derivatives, aux) -----------------------
-def _do_grad(pure: Callable, diff: Any, opts: dict) -> tuple[Any, Any]:
-    return jax.grad(pure, has_aux=True, **opts)(diff)
+# A pure function maps ``(grad_state_values, diff_args)`` to ``(value, (value, aux, new_written_values))``.
+_Pure = Callable[[Any], tuple[Any, Any]]
+_Apply = Callable[[_Pure, Any, dict[str, Any]], tuple[Any, Any]]
 
 
-def _do_vector_grad(pure: Callable, diff: Any, opts: dict) -> tuple[Any, Any]:
+def _with_aux(transform: Callable[..., Callable[..., Any]]) -> _Apply:
+    """Apply a JAX transform taking ``has_aux`` (`jax.grad`, `jax.jacrev`, ...) to the pure function."""
+
+    def apply(pure: _Pure, diff: Any, opts: dict[str, Any]) -> tuple[Any, Any]:
+        derivs, aux = transform(pure, has_aux=True, **opts)(diff)
+        return derivs, aux
+
+    return apply
+
+
+def _vector_grad(pure: _Pure, diff: Any, opts: dict[str, Any]) -> tuple[Any, Any]:
+    """The gradient of the sum of the outputs: `jax.vjp` with an all-ones cotangent (`opts` is empty)."""
     value, vjp_fn, aux = jax.vjp(pure, diff, has_aux=True)
     (g,) = vjp_fn(jax.tree_util.tree_map(jnp.ones_like, value))
     return g, aux
 
 
-def _do_jacrev(pure: Callable, diff: Any, opts: dict) -> tuple[Any, Any]:
-    return jax.jacrev(pure, has_aux=True, **opts)(diff)
-
-
-def _do_jacfwd(pure: Callable, diff: Any, opts: dict) -> tuple[Any, Any]:
-    return jax.jacfwd(pure, has_aux=True, **opts)(diff)
-
-
-def _do_hessian(pure: Callable, diff: Any, opts: dict) -> tuple[Any, Any]:
-    return jax.hessian(pure, has_aux=True, **opts)(diff)
-
-
 # kind -> (JAX transform, derivatives carry a leading level per output leaf, levels of the input structure)
-_KINDS: dict[str, tuple[Callable, bool, int]] = {
-    "grad": (_do_grad, False, 1),
-    "vector_grad": (_do_vector_grad, False, 1),
-    "jacrev": (_do_jacrev, True, 1),
-    "jacfwd": (_do_jacfwd, True, 1),
-    "hessian": (_do_hessian, True, 2),
+_KINDS: dict[str, tuple[_Apply, bool, int]] = {
+    "grad": (_with_aux(jax.grad), False, 1),
+    "vector_grad": (_vector_grad, False, 1),
+    "jacrev": (_with_aux(jax.jacrev), True, 1),
+    "jacfwd": (_with_aux(jax.jacfwd), True, 1),
+    "hessian": (_with_aux(jax.hessian), True, 2),
 }
+
+_Argnums = int | Sequence[int] | None
+
+
+def _check_callable(fun: Any, kind: str) -> None:
+    if not callable(fun):
+        raise TypeError(
+            message(
+                kind,
+                "the function to differentiate is not callable",
+                "a function (or use it as a decorator)",
+                f"{type(fun).__name__} {fun!r:.60}",
+                f"pass a function: {kind}(f, ...) or @{kind}(...)",
+            )
+        )
+
+
+def _argnums_error(kind: str, argnums: Any) -> TypeError:
+    return TypeError(
+        message(
+            kind,
+            "argnums is not an int or a sequence of ints",
+            "an int, or a tuple of ints, naming positional arguments",
+            f"argnums={argnums!r}",
+            "pass e.g. argnums=0 or argnums=(0, 1)",
+        )
+    )
+
+
+def _normalize_argnums(argnums: _Argnums, kind: str) -> tuple[int, ...] | None:
+    """`argnums` as a tuple of ints (None stays None); a bool or a non-int entry is refused."""
+    if argnums is None:
+        return None
+    if isinstance(argnums, int):
+        if isinstance(argnums, bool):
+            raise _argnums_error(kind, argnums)
+        return (argnums,)
+    try:
+        positions = tuple(argnums)
+    except TypeError:
+        raise _argnums_error(kind, argnums) from None
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in positions):
+        raise _argnums_error(kind, argnums)
+    return positions
+
+
+def _split_aux(out: Any, has_aux: bool, kind: str) -> tuple[Any, Any]:
+    """``(value, aux)`` from what the function returned (aux is None without `has_aux`)."""
+    if not has_aux:
+        return out, None
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise TypeError(
+            message(
+                kind,
+                "has_aux=True but the function did not return a pair",
+                "a pair (output, aux)",
+                f"{type(out).__name__} {tree_aval(out)}",
+                "return `(output, aux)`, or set has_aux=False",
+            )
+        )
+    value, aux = out
+    return value, aux
 
 
 class GradientTransform:
@@ -164,10 +227,10 @@ class GradientTransform:
 
     def __init__(
         self,
-        fun: Callable,
+        fun: Callable[..., Any],
         kind: str,
         grad_states: Any = None,
-        argnums: int | Sequence[int] | None = None,
+        argnums: _Argnums = None,
         has_aux: bool | None = None,
         return_value: bool = False,
         _bound: bool = False,
@@ -175,16 +238,7 @@ class GradientTransform:
     ) -> None:
         if kind not in _KINDS:
             raise ValueError(f"GradientTransform: unknown kind {kind!r}; expected one of {sorted(_KINDS)}")
-        if not callable(fun):
-            raise TypeError(
-                message(
-                    kind,
-                    "the function to differentiate is not callable",
-                    "a function (or use it as a decorator)",
-                    f"{type(fun).__name__} {fun!r:.60}",
-                    f"pass a function: {kind}(f, ...) or @{kind}(...)",
-                )
-            )
+        _check_callable(fun, kind)
         self._fun = fun
         self._kind = kind
         self._apply, self._per_output, self._levels = _KINDS[kind]
@@ -194,37 +248,14 @@ class GradientTransform:
         self._stateful = StatefulFunction(fun, static_argnums=(0,) if _bound else (), name=kind)
         self._init_args = (grad_states, argnums, has_aux, return_value, options)
         self._method_twin: GradientTransform | None = None
-        if grad_states is None:
-            self._states: list[State] = []
-            self._spec: _Spec = None
-        else:
+        self._states: list[State] = []
+        self._spec: _Spec = None
+        if grad_states is not None:
             self._states, self._spec = _parse_grad_states(grad_states, kind)
         if argnums is None and grad_states is None:
             argnums = 0
         self._single_arg = isinstance(argnums, int)
-        if argnums is None:
-            self._argnums: tuple[int, ...] | None = None
-        elif isinstance(argnums, int) and not isinstance(argnums, bool):
-            self._argnums = (argnums,)
-        else:
-            try:
-                self._argnums = tuple(argnums)  # type: ignore[arg-type]
-            except TypeError:
-                self._argnums = None
-            if (
-                self._argnums is None
-                or isinstance(argnums, bool)
-                or not all(isinstance(i, int) and not isinstance(i, bool) for i in self._argnums)
-            ):
-                raise TypeError(
-                    message(
-                        kind,
-                        "argnums is not an int or a sequence of ints",
-                        "an int, or a tuple of ints, naming positional arguments",
-                        f"argnums={argnums!r}",
-                        "pass e.g. argnums=0 or argnums=(0, 1)",
-                    )
-                )
+        self._argnums = _normalize_argnums(argnums, kind)
         self._has_aux = bool(has_aux)
         self._return_value = bool(return_value)
         self._options = options
@@ -237,7 +268,7 @@ class GradientTransform:
 
     # Properties, not instance attributes: a wrapper that copies our __dict__ must not pick them up.
     @property
-    def origin_fun(self) -> Callable:
+    def origin_fun(self) -> Callable[..., Any]:
         """The wrapped function."""
         return self._fun
 
@@ -293,10 +324,10 @@ class GradientTransform:
         entry: Traced,
         slots: list[int | None],
         others: list[Any],
-        args: tuple,
-        kwargs: dict,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         positions: tuple[int, ...],
-    ) -> Callable:
+    ) -> _Pure:
         has_aux = self._has_aux
         kind = self._kind
         nbound = self._nbound
@@ -310,20 +341,7 @@ class GradientTransform:
             it = iter(others)
             values = [next(it) if k is None else grad_vals[k] for k in slots]
             new_values, out = entry.call_flat(arg_leaves, values)
-            if has_aux:
-                if not (isinstance(out, (tuple, list)) and len(out) == 2):
-                    raise TypeError(
-                        message(
-                            kind,
-                            "has_aux=True but the function did not return a pair",
-                            "a pair (output, aux)",
-                            f"{type(out).__name__} {tree_aval(out)}",
-                            "return `(output, aux)`, or set has_aux=False",
-                        )
-                    )
-                value, aux = out
-            else:
-                value, aux = out, None
+            value, aux = _split_aux(out, has_aux, kind)
             return value, (value, aux, new_values)
 
         return pure
@@ -331,9 +349,9 @@ class GradientTransform:
     # -- call -----------------------------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         sf = self._stateful
-        key, _ = sf.split(args, kwargs)
+        sig = sf.signature(args, kwargs)
         positions, pick = self._arg_plan(len(args))
-        entry = sf._lookup(key, args, kwargs)
+        entry = sf.lookup(sig)
         slots = self._slots.get(entry)
         if slots is None:
             grad_index = {id(s): k for k, s in enumerate(self._states)}
@@ -377,14 +395,31 @@ class GradientTransform:
 
 
 # -- public functions --------------------------------------------------------------------------------------
-_Decorator = Callable[[Callable], GradientTransform]
+_Decorator = Callable[[Callable[..., Any]], GradientTransform]
+
+
+def _transform_or_decorator(
+    kind: str,
+    fun: Callable[..., Any] | None,
+    grad_states: Any,
+    argnums: _Argnums,
+    has_aux: bool | None,
+    return_value: bool,
+    **options: Any,
+) -> GradientTransform | _Decorator:
+    """The `GradientTransform` of `fun`, or with `fun` None the decorator making it (``@grad(...)``)."""
+
+    def make(f: Callable[..., Any]) -> GradientTransform:
+        return GradientTransform(f, kind, grad_states, argnums, has_aux, return_value, **options)
+
+    return make if fun is None else make(fun)
 
 
 @overload
 def grad(
-    fun: Callable,
+    fun: Callable[..., Any],
     grad_states: Any = None,
-    argnums: int | Sequence[int] | None = None,
+    argnums: _Argnums = None,
     holomorphic: bool = False,
     allow_int: bool = False,
     has_aux: bool | None = None,
@@ -396,7 +431,7 @@ def grad(
 def grad(
     fun: None = None,
     grad_states: Any = None,
-    argnums: int | Sequence[int] | None = None,
+    argnums: _Argnums = None,
     holomorphic: bool = False,
     allow_int: bool = False,
     has_aux: bool | None = None,
@@ -405,9 +440,9 @@ def grad(
 
 
 def grad(
-    fun: Callable | None = None,
+    fun: Callable[..., Any] | None = None,
     grad_states: Any = None,
-    argnums: int | Sequence[int] | None = None,
+    argnums: _Argnums = None,
     holomorphic: bool = False,
     allow_int: bool = False,
     has_aux: bool | None = None,
@@ -464,26 +499,16 @@ def grad(
       >>> gw, gx
       (Array([1., 1.], dtype=float32), Array([1., 2.], dtype=float32))
     """
-    if fun is None:
-        return functools.partial(
-            grad,
-            grad_states=grad_states,
-            argnums=argnums,
-            holomorphic=holomorphic,
-            allow_int=allow_int,
-            has_aux=has_aux,
-            return_value=return_value,
-        )
-    return GradientTransform(
-        fun, "grad", grad_states, argnums, has_aux, return_value, holomorphic=holomorphic, allow_int=allow_int
+    return _transform_or_decorator(
+        "grad", fun, grad_states, argnums, has_aux, return_value, holomorphic=holomorphic, allow_int=allow_int
     )
 
 
 @overload
 def vector_grad(
-    fun: Callable,
+    fun: Callable[..., Any],
     grad_states: Any = None,
-    argnums: int | Sequence[int] | None = None,
+    argnums: _Argnums = None,
     return_value: bool = False,
     has_aux: bool | None = None,
 ) -> GradientTransform: ...
@@ -493,16 +518,16 @@ def vector_grad(
 def vector_grad(
     fun: None = None,
     grad_states: Any = None,
-    argnums: int | Sequence[int] | None = None,
+    argnums: _Argnums = None,
     return_value: bool = False,
     has_aux: bool | None = None,
 ) -> _Decorator: ...
 
 
 def vector_grad(
-    fun: Callable | None = None,
+    fun: Callable[..., Any] | None = None,
     grad_states: Any = None,
-    argnums: int | Sequence[int] | None = None,
+    argnums: _Argnums = None,
     return_value: bool = False,
     has_aux: bool | None = None,
 ) -> GradientTransform | _Decorator:
@@ -527,18 +552,14 @@ def vector_grad(
       >>> sm.transform.vector_grad(lambda: x.value ** 2, grad_states=x)()
       Array([0., 2., 4.], dtype=float32)
     """
-    if fun is None:
-        return functools.partial(
-            vector_grad, grad_states=grad_states, argnums=argnums, return_value=return_value, has_aux=has_aux
-        )
-    return GradientTransform(fun, "vector_grad", grad_states, argnums, has_aux, return_value)
+    return _transform_or_decorator("vector_grad", fun, grad_states, argnums, has_aux, return_value)
 
 
 @overload
 def jacrev(
-    fun: Callable,
+    fun: Callable[..., Any],
     grad_states: Any = None,
-    argnums: int | Sequence[int] | None = None,
+    argnums: _Argnums = None,
     has_aux: bool | None = None,
     return_value: bool = False,
     holomorphic: bool = False,
@@ -550,7 +571,7 @@ def jacrev(
 def jacrev(
     fun: None = None,
     grad_states: Any = None,
-    argnums: int | Sequence[int] | None = None,
+    argnums: _Argnums = None,
     has_aux: bool | None = None,
     return_value: bool = False,
     holomorphic: bool = False,
@@ -559,9 +580,9 @@ def jacrev(
 
 
 def jacrev(
-    fun: Callable | None = None,
+    fun: Callable[..., Any] | None = None,
     grad_states: Any = None,
-    argnums: int | Sequence[int] | None = None,
+    argnums: _Argnums = None,
     has_aux: bool | None = None,
     return_value: bool = False,
     holomorphic: bool = False,
@@ -589,33 +610,16 @@ def jacrev(
       Array([[3., 0.],
              [0., 4.]], dtype=float32)
     """
-    if fun is None:
-        return functools.partial(
-            jacrev,
-            grad_states=grad_states,
-            argnums=argnums,
-            has_aux=has_aux,
-            return_value=return_value,
-            holomorphic=holomorphic,
-            allow_int=allow_int,
-        )
-    return GradientTransform(
-        fun,
-        "jacrev",
-        grad_states,
-        argnums,
-        has_aux,
-        return_value,
-        holomorphic=holomorphic,
-        allow_int=allow_int,
+    return _transform_or_decorator(
+        "jacrev", fun, grad_states, argnums, has_aux, return_value, holomorphic=holomorphic, allow_int=allow_int
     )
 
 
 @overload
 def jacfwd(
-    fun: Callable,
+    fun: Callable[..., Any],
     grad_states: Any = None,
-    argnums: int | Sequence[int] | None = None,
+    argnums: _Argnums = None,
     has_aux: bool | None = None,
     return_value: bool = False,
     holomorphic: bool = False,
@@ -626,7 +630,7 @@ def jacfwd(
 def jacfwd(
     fun: None = None,
     grad_states: Any = None,
-    argnums: int | Sequence[int] | None = None,
+    argnums: _Argnums = None,
     has_aux: bool | None = None,
     return_value: bool = False,
     holomorphic: bool = False,
@@ -634,9 +638,9 @@ def jacfwd(
 
 
 def jacfwd(
-    fun: Callable | None = None,
+    fun: Callable[..., Any] | None = None,
     grad_states: Any = None,
-    argnums: int | Sequence[int] | None = None,
+    argnums: _Argnums = None,
     has_aux: bool | None = None,
     return_value: bool = False,
     holomorphic: bool = False,
@@ -663,25 +667,14 @@ def jacfwd(
       (Array([1., 3.], dtype=float32), Array([[2., 0.],
              [0., 2.]], dtype=float32))
     """
-    if fun is None:
-        return functools.partial(
-            jacfwd,
-            grad_states=grad_states,
-            argnums=argnums,
-            has_aux=has_aux,
-            return_value=return_value,
-            holomorphic=holomorphic,
-        )
-    return GradientTransform(
-        fun, "jacfwd", grad_states, argnums, has_aux, return_value, holomorphic=holomorphic
-    )
+    return _transform_or_decorator("jacfwd", fun, grad_states, argnums, has_aux, return_value, holomorphic=holomorphic)
 
 
 @overload
 def hessian(
-    fun: Callable,
+    fun: Callable[..., Any],
     grad_states: Any = None,
-    argnums: int | Sequence[int] | None = None,
+    argnums: _Argnums = None,
     return_value: bool = False,
     holomorphic: bool = False,
     has_aux: bool | None = None,
@@ -692,7 +685,7 @@ def hessian(
 def hessian(
     fun: None = None,
     grad_states: Any = None,
-    argnums: int | Sequence[int] | None = None,
+    argnums: _Argnums = None,
     return_value: bool = False,
     holomorphic: bool = False,
     has_aux: bool | None = None,
@@ -700,9 +693,9 @@ def hessian(
 
 
 def hessian(
-    fun: Callable | None = None,
+    fun: Callable[..., Any] | None = None,
     grad_states: Any = None,
-    argnums: int | Sequence[int] | None = None,
+    argnums: _Argnums = None,
     return_value: bool = False,
     holomorphic: bool = False,
     has_aux: bool | None = None,
@@ -730,15 +723,4 @@ def hessian(
       Array([[ 6.,  0.],
              [ 0., 12.]], dtype=float32)
     """
-    if fun is None:
-        return functools.partial(
-            hessian,
-            grad_states=grad_states,
-            argnums=argnums,
-            return_value=return_value,
-            holomorphic=holomorphic,
-            has_aux=has_aux,
-        )
-    return GradientTransform(
-        fun, "hessian", grad_states, argnums, has_aux, return_value, holomorphic=holomorphic
-    )
+    return _transform_or_decorator("hessian", fun, grad_states, argnums, has_aux, return_value, holomorphic=holomorphic)

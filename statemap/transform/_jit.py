@@ -1,53 +1,27 @@
 """`jit`: `jax.jit` for functions that read and write states.
 
-Each signature is traced once by `StatefulFunction`; its jaxpr is what runs, never the Python body again.
-
-Eager calls take the *dispatch* path: one `jax.jit` object, built at decoration time, receives the values of
-every state the function is known to touch plus the call's arguments, so JAX's C++ dispatch does the signature
-check and cache lookup. Its traced body (run by JAX only for a new signature) finds the `Traced` entry and
-evaluates it; the new values of all known states come back and are written back. A signature that touches a
-state not yet known raises an internal exception at trace time; the state is added and the call retried.
-
-Inside an enclosing statemap transform (or with static/donated arguments) the *traced* path is used: look up
-the entry, read the states through `State.value` (recording the reads), call a per-entry runner, write back
-through `State.value`. If a state changed shape since the trace, JAX retraces the runner, which notices and
-asks for a fresh trace instead of failing.
+Each signature is traced once by `StatefulFunction`; its jaxpr is what runs, never the Python body again. The
+calls themselves go through the shared `Dispatcher` (`_dispatch.py`): eager calls without static or donated
+arguments take its fast path (one `jax.jit` over the known states' values and the arguments), the others its
+traced path (one compiled program per traced signature).
 """
 
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, overload
 
 import jax
 
-from .._errors import MappingRuntimeError, StatemapError, without_jax_note
 from .._state import State
-from .._trace import CONTEXT
-from ._dispatch import DeadState, NewStates, dead
-from ._make_jaxpr import (
-    StatefulFunction,
-    Traced,
-    normalize_argnums,
-    resolve_argnums,
-    signature_key,
-    value_signature,
-)
-from ._method import bind_method, shift_argnums, weak_partial
+from ._arguments import CallSignature, parse_argnums, resolve_argnums, shift_argnums
+from ._dispatch import Dispatcher, Program, check_signatures
+from ._make_jaxpr import StatefulFunction, Traced
+from ._method import bind_method, weak_partial
 
 __all__ = ["jit", "JittedFunction"]
-
-
-class _StaleTrace(Exception):
-    """Internal: a state's shape changed since the entry was traced (never reaches users)."""
-
-
-def _run(entry: Traced, state_vals: list[Any], arg_leaves: list[Any]) -> tuple[list[Any], Any]:
-    sigs = tuple(value_signature(v) for v in state_vals)
-    if sigs != entry.state_sigs:
-        raise _StaleTrace
-    return entry.call_flat(arg_leaves, state_vals)
 
 
 class JittedFunction:
@@ -74,7 +48,7 @@ class JittedFunction:
 
     def __init__(
         self,
-        fun: Callable,
+        fun: Callable[..., Any],
         static_argnums: int | Sequence[int] = (),
         static_argnames: str | Sequence[str] = (),
         donate_argnums: int | Sequence[int] = (),
@@ -82,111 +56,36 @@ class JittedFunction:
     ) -> None:
         self.origin_fun = fun
         self.stateful = StatefulFunction(fun, static_argnums, static_argnames, name="jit")
-        self.donate_argnums = normalize_argnums(donate_argnums, "donate_argnums")
+        self.donate_argnums = parse_argnums(donate_argnums, "donate_argnums")
         self._jit_kwargs = jit_kwargs
-        self._runners: dict[int, Callable] = {}
-        self._known: list[State] = []
-        self._known_index: dict[int, int] = {}
-        simple = not (self.stateful.static_argnums or self.stateful.static_argnames or self.donate_argnums)
-        self._dispatcher: Callable | None = jax.jit(self._dispatch, **jit_kwargs) if simple else None
+        self._programs: weakref.WeakKeyDictionary[Traced, Program] = weakref.WeakKeyDictionary()
+        fast = not self.donate_argnums
+        self._dispatcher = Dispatcher(self._resolve, self.stateful.spec, fast, jit_kwargs)
         functools.update_wrapper(self, fun, updated=())
 
-    def _dispatch(self, values: list[Any], args: tuple, kwargs: dict) -> tuple[dict[int, Any], Any]:
-        """Body of the dispatch `jax.jit`; runs only when JAX traces a new signature.
-
-        Returns ``{position among the known states: new value}`` for the states this signature writes (dict keys
-        are part of the output's structure, so they are static per signature) and the result.
-        """
-        sf = self.stateful
-        key, leaves = sf.split(args, kwargs)
-        entry = sf._lookup(key, args, kwargs)
-        index = self._known_index
-        missing = [s for s in entry.states if id(s) not in index]
-        if missing:
-            raise NewStates(missing)
-        pos = [index[id(s)] for s in entry.states]
-        new_values, out = entry.call_flat(leaves, [values[p] for p in pos])
-        return {pos[i]: v for i, v in zip(entry.out_states, new_values, strict=True)}, out
-
-    def _add_known(self, states: list[State]) -> None:
-        known = self._known + [s for s in states if id(s) not in self._known_index]
-        self._known_index = {id(s): i for i, s in enumerate(known)}
-        self._known = known
-
-    def _runner(self, nargs: int) -> Callable:
-        runner = self._runners.get(nargs)
-        if runner is None:
-            if self.donate_argnums:
-                donate = resolve_argnums(self.donate_argnums, nargs, "jit", "donate_argnums")
-                static = resolve_argnums(self.stateful.static_argnums, nargs, "jit")
-                dyn_pos = [i for i in range(nargs) if i not in static]
-                # The runner takes the argument leaves as one list; donation is per leaf, so donate the
-                # whole list only when every dynamic argument is donated, else fall back to no donation.
-                donate_list = bool(dyn_pos) and all(i in donate for i in dyn_pos)
-                kwargs = dict(self._jit_kwargs, donate_argnums=(2,) if donate_list else ())
-            else:
-                kwargs = self._jit_kwargs
-            runner = jax.jit(_run, static_argnums=(0,), **kwargs)
-            self._runners[nargs] = runner
-        return runner
-
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        dispatcher = self._dispatcher
-        if dispatcher is None or CONTEXT.stack:
-            return self._call_traced(args, kwargs)
-        known = self._known
-        try:
-            values = [s._value if s._dead is None else dead(s) for s in known]
-            written, out = dispatcher(values, args, kwargs)
-        except NewStates as e:
-            self._add_known(e.states)
-            return self(*args, **kwargs)
-        except DeadState:
-            return self._call_traced(args, kwargs)
-        except StatemapError as e:
-            raise without_jax_note(e) from None
-        except TypeError:
-            self.stateful.split(args, kwargs)  # raises a statemap ArgumentError naming a bad argument
-            raise
-        for p, v in written.items():
-            known[p]._value = v
-        return out
+        return self._dispatcher(args, kwargs)
 
-    def _call_traced(self, args: tuple, kwargs: dict) -> Any:
-        # One signature key, one cache lookup, one compiled call per entry, one write-back.
-        sf = self.stateful
-        key, leaves = signature_key(args, kwargs, sf.static_argnums, sf.static_argnames, sf.name, sf._param_names)
-        entry = sf._cache.get(key)
-        if entry is None:
-            entry = sf._lookup(key, args, kwargs)
-        states = entry.states
-        stack = CONTEXT.stack
-        if stack:
-            values = [s.value for s in states]
-        else:
-            values = [s._value if s._dead is None else s.value for s in states]
-        runner = self._runner(len(args))
-        try:
-            new_values, out = runner(entry, values, leaves)
-        except _StaleTrace:
-            sf._cache.pop(key, None)
-            entry = sf._lookup(key, args, kwargs)
-            states = entry.states
-            values = [s.value for s in states]
-            try:
-                new_values, out = runner(entry, values, leaves)
-            except _StaleTrace:
-                raise MappingRuntimeError(
-                    "jit: a fresh trace does not match the states' current types; this is a bug in statemap, "
-                    "please report it with the function's code"
-                ) from None
-        if stack:
-            for i, v in zip(entry.out_states, new_values, strict=True):
-                states[i].value = v
-        else:
-            for i, v in zip(entry.out_states, new_values, strict=True):
-                states[i]._value = v
-        return out
+    def _resolve(self, sig: CallSignature, fresh: bool) -> tuple[Program, list[State]]:
+        entry = self.stateful.lookup(sig, fresh)
+        program = self._programs.get(entry)
+        if program is None:
+            program = self._programs[entry] = self._program(entry, sig)
+        return program, list(entry.states)
+
+    def _program(self, entry: Traced, sig: CallSignature) -> Program:
+        def run(arg_leaves: list[Any], values: list[Any]) -> tuple[list[Any], Any]:
+            check_signatures(values, entry.state_sigs)
+            return entry.call_flat(arg_leaves, values)
+
+        kwargs = dict(self._jit_kwargs)
+        if self.donate_argnums:
+            donate = resolve_argnums(self.donate_argnums, len(sig.args), "jit", "donate_argnums")
+            dynamic = [i for i in range(len(sig.args)) if i not in sig.static_pos]
+            # The program takes the argument leaves as one list; donation is per argument, so the list is
+            # donated only when every dynamic argument is, else nothing is donated.
+            kwargs["donate_argnums"] = (0,) if dynamic and all(i in donate for i in dynamic) else ()
+        return Program(entry.states, entry.out_states, run, jax.jit(run, **kwargs))
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         if obj is None:
@@ -195,10 +94,11 @@ class JittedFunction:
 
     def _bound_to(self, obj: Any) -> JittedFunction:
         """This jit applied to ``functools.partial(fun, obj)``: a decorated method's `self` is not an argument."""
+        spec = self.stateful.spec.bound()
         return JittedFunction(
             weak_partial(self.origin_fun, obj),
-            shift_argnums(self.stateful.static_argnums),
-            self.stateful.static_argnames,
+            spec.static_argnums,
+            spec.static_argnames,
             shift_argnums(self.donate_argnums),
             **self._jit_kwargs,
         )
@@ -206,9 +106,8 @@ class JittedFunction:
     def clear_cache(self) -> None:
         """Forget traced signatures and compiled executables."""
         self.stateful.clear_cache()
-        self._runners.clear()
-        if self._dispatcher is not None:
-            self._dispatcher = jax.jit(self._dispatch, **self._jit_kwargs)
+        self._programs.clear()
+        self._dispatcher.clear()
 
 
 @overload

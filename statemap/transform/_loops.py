@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import ArgumentError, ControlFlowError, describe_state, message, short_aval
+from .._state import read_values, write_back
 from ._control import (
     FlatTraced,
     Plan,
@@ -30,9 +31,8 @@ from ._control import (
     same_type,
     state_type_error,
     stateful,
-    write_states,
 )
-from ._make_jaxpr import StatefulFunction, read_values
+from ._make_jaxpr import StatefulFunction
 from ._progress_bar import make_progress_bar
 
 __all__ = ["scan", "for_loop", "while_loop"]
@@ -214,7 +214,7 @@ def _run_scan(
     )
     treedefs = ft.entry.state_treedefs
     new_values = [jax.tree_util.tree_unflatten(treedefs[i], s_final[j]) for j, i in enumerate(carried)]
-    write_states(ft.entry.states, carried, new_values, who)
+    write_back(ft.entry.states, carried, new_values, who)
     ys_tree = jax.tree_util.tree_unflatten(y_tree, ys)
     if star:
         return ys_tree
@@ -424,7 +424,7 @@ def while_loop(cond_fun: Callable, body_fun: Callable, init_val: Any) -> Any:
         [state_leaves[p] for p in carried],
         [state_leaves[p] for p in invariant],
     )
-    write_states(union.states, carried, union.leaves_to_values(carried, s_final), who)
+    write_back(union.states, carried, union.leaves_to_values(carried, s_final), who)
     return jax.tree_util.tree_unflatten(tree, c_final)
 
 

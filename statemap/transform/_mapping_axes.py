@@ -14,7 +14,7 @@ import jax
 
 from .._errors import BatchAxisError, message, short_aval
 from .._state import State
-from ..util.filter import Predicate, to_predicate
+from ..util.filter import Path, Predicate, to_predicate
 
 __all__ = ["StateIs", "normalize_state_axes", "match_axis", "arg_leaf_axes", "POLICIES"]
 
@@ -38,7 +38,7 @@ class StateIs:
         self.ids = frozenset(id(s) for s in states)
         self.names = tuple(s._label() for s in states)
 
-    def __call__(self, path: tuple, x: Any) -> bool:
+    def __call__(self, path: Path, x: Any) -> bool:
         return id(x) in self.ids
 
     def __eq__(self, other: object) -> bool:
@@ -134,7 +134,7 @@ def prefix_leaf_axes(prefix: Any, tree: Any) -> list[Any]:
     return flat
 
 
-def arg_leaf_axes(in_axes: Any, dyn_args: tuple, dyn_kwargs: dict, who: str) -> list[int | None]:
+def arg_leaf_axes(in_axes: Any, dyn_args: tuple[Any, ...], dyn_kwargs: dict[str, Any], who: str) -> list[int | None]:
     """Per-leaf mapped axis of ``(dyn_args, dyn_kwargs)`` (kwargs are mapped on axis 0, as in `jax.vmap`).
 
     Raises a `BatchAxisError` naming the argument when `in_axes` is not a prefix of the arguments.
@@ -228,4 +228,7 @@ def drop_axis(x: Any, axis: int) -> jax.ShapeDtypeStruct:
     shape = tuple(x.shape)
     axis = axis % len(shape)
     aval = jax.typeof(x)
-    return jax.ShapeDtypeStruct(shape[:axis] + shape[axis + 1 :], x.dtype, weak_type=aval.weak_type)
+    # JAX leaves ShapeDtypeStruct.__init__ unannotated, so mypy sees an untyped call.
+    return jax.ShapeDtypeStruct(  # type: ignore[no-untyped-call]
+        shape[:axis] + shape[axis + 1 :], x.dtype, weak_type=aval.weak_type
+    )

@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["bind_method", "shift_argnums", "weak_partial"]
+__all__ = ["bind_method", "weak_partial"]
 
 
 class _WeakBound:
@@ -39,11 +39,6 @@ def weak_partial(fun: Callable, obj: Any) -> Callable:
         import functools
 
         return functools.partial(fun, obj)
-
-
-def shift_argnums(argnums: tuple[int, ...]) -> tuple[int, ...]:
-    """Argument numbers after binding the first argument: 0 disappears, positive ones move down by one."""
-    return tuple(i - 1 if i > 0 else i for i in argnums if i != 0)
 
 
 def bind_method(transform: Any, obj: Any, make: Callable[[Any], Any]) -> Any:

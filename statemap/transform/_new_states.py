@@ -8,6 +8,7 @@ replicated instead (axis None); `state_out_axes` can place other states on other
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -17,8 +18,11 @@ import jax
 from .._errors import describe_state, message
 from .._state import NonBatchState, State
 from .._trace import catch_new_states, trace_level
-from ._mapping import StatefulMapping, vmap_fn
+from ._arguments import CallSignature
+from ._dispatch import run_program
 from ._mapping_axes import is_unmatched, match_axis, normalize_state_axes
+from ._mapping_config import MappingConfig, vmap_fn
+from ._mapping_plan import classify, make_program, trace_lane
 
 __all__ = ["vmap2_new_states", "pmap2_new_states", "vmap_new_states"]
 
@@ -49,22 +53,27 @@ def _check_size(axis_size: Any, who: str) -> int:
     return axis_size
 
 
+_REPLICATED_FIX = (
+    "give it the same value in every member (not derived from random draws or mapped data), or make it a batched "
+    "state (not a NonBatchState, or select it with state_out_axes={0: ...})"
+)
+
+
 def _map_creating(
-    fun: Callable,
-    args: tuple,
+    fun: Callable[..., Any],
+    args: tuple[Any, ...],
     *,
-    who: str,
-    in_axes: Any,
-    out_axes: Any,
-    axis_size: int | None,
-    axis_name: Hashable | None,
-    mapping_fn: Callable,
+    config: MappingConfig,
     state_tag: str | None,
     state_to_exclude: Any,
     state_out_axes: Any,
 ) -> tuple[Any, list[State]]:
-    """Map `fun(*args)`, which creates states; returns (its mapped result, the new states)."""
-    resolve = _axis_resolver(state_out_axes, who)
+    """Map `fun(*args)`, which creates states; returns (its mapped result, the new states).
+
+    The plan passes run as for any mapping, except that the output axes of the new states are known only once
+    the trace has created them, so they are set between the trace and the classification.
+    """
+    resolve = _axis_resolver(state_out_axes, config.name)
     base = trace_level()
     caught: list[State] = []
 
@@ -72,33 +81,19 @@ def _map_creating(
         with catch_new_states(state_tag, state_to_exclude) as c:
             out = fun(*a)
         caught[:] = c.states
-        return out, [s._value for s in c.states]
-
-    def lane_out_axes() -> tuple[Any, list[int | None]]:
-        return out_axes, [resolve(s) for s in caught]
+        return out, [s.value for s in c.states]
 
     def describe(path: Any) -> str:
         keys = [getattr(k, "idx", None) for k in path]
         if len(keys) >= 2 and keys[0] == 1 and keys[1] is not None and keys[1] < len(caught):
-            s = caught[keys[1]]
-            return f"new {describe_state(s)} (replicated, since it is a NonBatchState or declared None)"
+            return f"new {describe_state(caught[keys[1]])} (replicated, since it is a NonBatchState or declared None)"
         return f"output result{jax.tree_util.keystr(path)}"
 
-    mapping = StatefulMapping(
-        lane,
-        in_axes=in_axes,
-        out_axes=lane_out_axes,
-        axis_size=axis_size,
-        axis_name=axis_name,
-        name=who,
-        mapping_fn=mapping_fn,
-    )
-    mapping._describe_output = describe
-    mapping._none_fix = (
-        "give it the same value in every member (not derived from random draws or mapped data), or make it "
-        "a batched state (not a NonBatchState, or select it with state_out_axes={0: ...})"
-    )
-    out, values = mapping.call_uncached(*args)
+    sig = CallSignature.of(config.args, args, {})
+    lt = trace_lane(lane, config, sig, {})
+    config = dataclasses.replace(config, out_axes=(config.out_axes, [resolve(s) for s in caught]))
+    built = make_program(config, lt, classify(config, lt, {}, describe, _REPLICATED_FIX), sig)
+    out, values = run_program(built.program, lt.states, sig.leaves)
     for s, v in zip(caught, values, strict=True):
         s.restore_value(v)
         s.stack_level = base
@@ -117,18 +112,14 @@ def _ensemble(
 ) -> dict[int | None, list[State]]:
     """Run ``module.init_all_states(**init_kwargs)`` once per member; the new states grouped by their axis."""
     kwargs = dict(init_kwargs or {})
+    def init() -> None:
+        module.init_all_states(**kwargs)
+
+    config = MappingConfig.create(
+        init, name=who, in_axes=(), out_axes=None, axis_size=size, axis_name=axis_name, mapping_fn=mapping_fn
+    )
     _, states = _map_creating(
-        lambda: (module.init_all_states(**kwargs), None)[1],
-        (),
-        who=who,
-        in_axes=(),
-        out_axes=None,
-        axis_size=size,
-        axis_name=axis_name,
-        mapping_fn=mapping_fn,
-        state_tag=state_tag,
-        state_to_exclude=None,
-        state_out_axes=state_out_axes,
+        init, (), config=config, state_tag=state_tag, state_to_exclude=None, state_out_axes=state_out_axes
     )
     resolve = _axis_resolver(state_out_axes, who)
     out: dict[int | None, list[State]] = {}
@@ -235,34 +226,24 @@ def vmap_new_states(
         )
     if axis_size is not None:
         _check_size(axis_size, "vmap_new_states")
-    options = dict(
-        in_axes=in_axes,
-        out_axes=out_axes,
-        axis_name=axis_name,
-        axis_size=axis_size,
-        spmd_axis_name=spmd_axis_name,
-        state_tag=state_tag,
-        state_to_exclude=state_to_exclude,
-    )
-    if fun is None:
-        return functools.partial(vmap_new_states, **options)
-    mapping_fn = vmap_fn(spmd_axis_name)
-
-    @functools.wraps(fun)
-    def mapped(*args: Any) -> Any:
-        out, _ = _map_creating(
-            fun,
-            args,
-            who="vmap_new_states",
+    def make(f: Callable[..., Any]) -> Callable[..., Any]:
+        config = MappingConfig.create(
+            f,
+            name="vmap_new_states",
             in_axes=in_axes,
             out_axes=out_axes,
             axis_size=axis_size,
             axis_name=axis_name,
-            mapping_fn=mapping_fn,
-            state_tag=state_tag,
-            state_to_exclude=state_to_exclude,
-            state_out_axes=None,
+            mapping_fn=vmap_fn(spmd_axis_name),
         )
-        return out
 
-    return mapped
+        @functools.wraps(f)
+        def mapped(*args: Any) -> Any:
+            out, _ = _map_creating(
+                f, args, config=config, state_tag=state_tag, state_to_exclude=state_to_exclude, state_out_axes=None
+            )
+            return out
+
+        return mapped
+
+    return make if fun is None else make(fun)

@@ -35,7 +35,7 @@ class ProgressBar:
         self._bar: Any = None
 
     # Equal bars (same length, frequency and label) are interchangeable: compiled loops are shared by them.
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[int, int, Any, str]:
         return (self.length, self.freq, self._tqdm, self._desc)
 
     def __hash__(self) -> int:

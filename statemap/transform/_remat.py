@@ -14,51 +14,47 @@ from typing import Any, overload
 
 import jax
 
-from ._control import write_states
-from ._make_jaxpr import StatefulFunction, Traced, normalize_argnums, read_values
-from ._method import bind_method, shift_argnums
+from .._state import read_values, write_back
+from ._arguments import parse_argnums, shift_argnums
+from ._make_jaxpr import StatefulFunction, Traced
+from ._method import bind_method
 
 __all__ = ["checkpoint", "remat"]
 
 
-def _checkpointed(entry: Traced, prevent_cse: bool, policy: Callable | None) -> Callable:
-    fn = entry.fn
+# `call_flat` of a traced signature: (argument leaves, state values) -> (new written values, result).
+_CallFlat = Callable[[list[Any], list[Any]], tuple[list[Any], Any]]
+_Policy = Callable[..., bool]
 
-    def pure(arg_leaves: list[Any], state_leaves: list[Any]) -> list[Any]:
-        return fn(*arg_leaves, *state_leaves)
 
-    return jax.checkpoint(pure, prevent_cse=prevent_cse, policy=policy)
+def _checkpointed(entry: Traced, prevent_cse: bool, policy: _Policy | None) -> _CallFlat:
+    return jax.checkpoint(entry.call_flat, prevent_cse=prevent_cse, policy=policy)
 
 
 class _Checkpointed:
     """The callable `checkpoint` returns; on a method, bound per instance like `jit`."""
 
     def __init__(
-        self, fun: Callable, prevent_cse: bool, policy: Callable | None, static_argnums: tuple[int, ...]
+        self, fun: Callable[..., Any], prevent_cse: bool, policy: _Policy | None, static_argnums: tuple[int, ...]
     ) -> None:
         self.origin_fun = fun
         self.stateful = StatefulFunction(fun, static_argnums=static_argnums, name="checkpoint")
         self._prevent_cse = prevent_cse
         self._policy = policy
-        self._runners: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        # One checkpointed function per traced signature: its stable identity lets JAX reuse its trace.
+        self._runners: weakref.WeakKeyDictionary[Traced, _CallFlat] = weakref.WeakKeyDictionary()
         functools.update_wrapper(self, fun)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         sf = self.stateful
-        key, arg_leaves = sf.split(args, kwargs)
-        entry = sf._lookup(key, args, kwargs)
+        sig = sf.signature(args, kwargs)
+        entry = sf.lookup(sig)
+        arg_leaves = sig.leaves
         run = self._runners.get(entry)
         if run is None:
             run = self._runners[entry] = _checkpointed(entry, self._prevent_cse, self._policy)
-        values = read_values(entry.states)
-        outs = run(arg_leaves, [x for v in values for x in jax.tree_util.tree_leaves(v)])
-        result = jax.tree_util.tree_unflatten(entry.out_treedef, outs[: entry.n_out])
-        new_values, pos = [], entry.n_out
-        for i in entry.out_states:
-            n = entry.state_nleaves[i]
-            new_values.append(jax.tree_util.tree_unflatten(entry.state_treedefs[i], outs[pos : pos + n]))
-            pos += n
-        write_states(entry.states, entry.out_states, new_values, "checkpoint")
+        new_values, result = run(arg_leaves, read_values(entry.states))
+        write_back(entry.states, entry.out_states, new_values, "checkpoint")
         return result
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
@@ -74,12 +70,12 @@ class _Checkpointed:
 
 @overload
 def checkpoint(
-    fun: Callable,
+    fun: Callable[..., Any],
     *,
     prevent_cse: bool = True,
-    policy: Callable | None = None,
+    policy: _Policy | None = None,
     static_argnums: int | Sequence[int] = (),
-) -> Callable: ...
+) -> Callable[..., Any]: ...
 
 
 @overload
@@ -87,18 +83,18 @@ def checkpoint(
     fun: None = None,
     *,
     prevent_cse: bool = True,
-    policy: Callable | None = None,
+    policy: _Policy | None = None,
     static_argnums: int | Sequence[int] = (),
-) -> Callable[[Callable], Callable]: ...
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
 
 
 def checkpoint(
-    fun: Callable | None = None,
+    fun: Callable[..., Any] | None = None,
     *,
     prevent_cse: bool = True,
-    policy: Callable | None = None,
+    policy: _Policy | None = None,
     static_argnums: int | Sequence[int] = (),
-) -> Callable | Callable[[Callable], Callable]:
+) -> Callable[..., Any]:
     """Recompute `fun`'s intermediates in the backward pass instead of storing them, like `jax.checkpoint`.
 
     `fun` may read and write `State`s it closes over; written states are written back after the call. Under
@@ -127,7 +123,7 @@ def checkpoint(
     """
     if fun is None:
         return functools.partial(checkpoint, prevent_cse=prevent_cse, policy=policy, static_argnums=static_argnums)
-    return _Checkpointed(fun, prevent_cse, policy, normalize_argnums(static_argnums))
+    return _Checkpointed(fun, prevent_cse, policy, parse_argnums(static_argnums))
 
 
 remat = checkpoint

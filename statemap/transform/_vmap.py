@@ -10,8 +10,9 @@ import jax
 
 from .._errors import BatchAxisError, message
 from .._state import State
-from ._mapping import StatefulMapping, vmap_fn
+from ._mapping import StatefulMapping
 from ._mapping_axes import StateIs
+from ._mapping_config import MappingConfig, vmap_fn
 
 __all__ = ["vmap2", "pmap2", "vmap"]
 
@@ -121,35 +122,24 @@ def vmap2(
       >>> first.shape, bool((last < first).all())
       ((4,), True)
     """
-    options = dict(
-        in_axes=in_axes,
-        out_axes=out_axes,
-        axis_name=axis_name,
-        axis_size=axis_size,
-        spmd_axis_name=spmd_axis_name,
-        state_in_axes=state_in_axes,
-        state_out_axes=state_out_axes,
-        unexpected_out_state_mapping=unexpected_out_state_mapping,
-        static_argnums=static_argnums,
-        static_argnames=static_argnames,
-    )
-    if fn is None:
-        return functools.partial(vmap2, **options)  # type: ignore[return-value]
-    mapping_fn = vmap_fn(spmd_axis_name)
-    return StatefulMapping(
-        fn,
-        in_axes=in_axes,
-        out_axes=out_axes,
-        state_in_axes=state_in_axes,
-        state_out_axes=state_out_axes,
-        unexpected_out_state_mapping=unexpected_out_state_mapping,
-        static_argnums=static_argnums,
-        static_argnames=static_argnames,
-        axis_size=axis_size,
-        axis_name=axis_name,
-        name="vmap2",
-        mapping_fn=mapping_fn,
-    )
+    def make(f: Callable[..., Any]) -> StatefulMapping:
+        config = MappingConfig.create(
+            f,
+            name="vmap2",
+            in_axes=in_axes,
+            out_axes=out_axes,
+            state_in_axes=state_in_axes,
+            state_out_axes=state_out_axes,
+            unexpected_out_state_mapping=unexpected_out_state_mapping,
+            static_argnums=static_argnums,
+            static_argnames=static_argnames,
+            axis_size=axis_size,
+            axis_name=axis_name,
+            mapping_fn=vmap_fn(spmd_axis_name),
+        )
+        return StatefulMapping.from_config(f, config)
+
+    return make if fn is None else make(fn)
 
 
 def pmap2(
@@ -194,45 +184,27 @@ def pmap2(
       >>> add(jnp.ones(n)).shape == (n,)
       True
     """
-    options = dict(
-        axis_name=axis_name,
-        in_axes=in_axes,
-        out_axes=out_axes,
-        static_broadcasted_argnums=static_broadcasted_argnums,
-        devices=devices,
-        backend=backend,
-        axis_size=axis_size,
-        donate_argnums=donate_argnums,
-        state_in_axes=state_in_axes,
-        state_out_axes=state_out_axes,
-        unexpected_out_state_mapping=unexpected_out_state_mapping,
-        static_argnames=static_argnames,
-    )
-    if fn is None:
-        return functools.partial(pmap2, **options)  # type: ignore[return-value]
-    pmap_kwargs: dict[str, Any] = {}
-    if devices is not None:
-        pmap_kwargs["devices"] = devices
-    if backend is not None:
-        pmap_kwargs["backend"] = backend
-    mapping = StatefulMapping(
-        fn,
-        in_axes=in_axes,
-        out_axes=out_axes,
-        state_in_axes=state_in_axes,
-        state_out_axes=state_out_axes,
-        unexpected_out_state_mapping=unexpected_out_state_mapping,
-        static_argnums=static_broadcasted_argnums,
-        static_argnames=static_argnames,
-        axis_size=axis_size,
-        axis_name=axis_name,
-        name="pmap2",
-        mapping_fn=functools.partial(jax.pmap, **pmap_kwargs) if pmap_kwargs else jax.pmap,
-    )
-    if isinstance(donate_argnums, int):
-        donate_argnums = (donate_argnums,)
-    mapping._donate_argnums = tuple(donate_argnums)
-    return mapping
+    pmap_kwargs = {k: v for k, v in (("devices", devices), ("backend", backend)) if v is not None}
+
+    def make(f: Callable[..., Any]) -> StatefulMapping:
+        config = MappingConfig.create(
+            f,
+            name="pmap2",
+            in_axes=in_axes,
+            out_axes=out_axes,
+            state_in_axes=state_in_axes,
+            state_out_axes=state_out_axes,
+            unexpected_out_state_mapping=unexpected_out_state_mapping,
+            static_argnums=static_broadcasted_argnums,
+            static_argnames=static_argnames,
+            axis_size=axis_size,
+            axis_name=axis_name,
+            mapping_fn=functools.partial(jax.pmap, **pmap_kwargs) if pmap_kwargs else jax.pmap,
+            donate_argnums=donate_argnums,
+        )
+        return StatefulMapping.from_config(f, config)
+
+    return make if fn is None else make(fn)
 
 
 def _declared_states(spec: Any, who: str, what: str) -> dict[int, list[State]]:
@@ -286,17 +258,6 @@ def vmap(
       >>> _ = f(jnp.array([1.0, 2.0])); h.value
       Array([1., 2.], dtype=float32)
     """
-    options = dict(
-        in_axes=in_axes,
-        out_axes=out_axes,
-        axis_name=axis_name,
-        axis_size=axis_size,
-        spmd_axis_name=spmd_axis_name,
-        in_states=in_states,
-        out_states=out_states,
-    )
-    if fn is None:
-        return functools.partial(vmap, **options)  # type: ignore[return-value]
     ins = _declared_states(in_states, "vmap", "in_states")
     outs = _declared_states(out_states, "vmap", "out_states")
     where: dict[int, tuple[int, State]] = {}
@@ -319,18 +280,20 @@ def vmap(
     merged = {axis: list(group) for axis, group in ins.items()}
     for axis, group in outs.items():
         merged.setdefault(axis, []).extend(s for s in group if id(s) not in where)
-    mapping_fn = vmap_fn(spmd_axis_name)
-    mapping = StatefulMapping(
-        fn,
-        in_axes=in_axes,
-        out_axes=out_axes,
-        state_in_axes={a: StateIs(*g) for a, g in ins.items() if g},
-        state_out_axes={a: StateIs(*g) for a, g in merged.items() if g},
-        unexpected_out_state_mapping="raise",
-        axis_size=axis_size,
-        axis_name=axis_name,
-        name="vmap",
-        mapping_fn=mapping_fn,
-    )
-    mapping._words = ("in_states", "out_states")
-    return mapping
+
+    def make(f: Callable[..., Any]) -> StatefulMapping:
+        config = MappingConfig.create(
+            f,
+            name="vmap",
+            in_axes=in_axes,
+            out_axes=out_axes,
+            state_in_axes={a: StateIs(*g) for a, g in ins.items() if g},
+            state_out_axes={a: StateIs(*g) for a, g in merged.items() if g},
+            axis_size=axis_size,
+            axis_name=axis_name,
+            mapping_fn=vmap_fn(spmd_axis_name),
+            option_names=("in_states", "out_states"),
+        )
+        return StatefulMapping.from_config(f, config)
+
+    return make if fn is None else make(fn)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Hashable
 from typing import Any as _AnyT
+from typing import cast
 
 __all__ = [
     "Filter",
@@ -24,7 +25,10 @@ __all__ = [
     "to_predicate",
 ]
 
-Predicate = Callable[[tuple, _AnyT], bool]
+# A state's path: attribute names, sequence indices and dict keys from the outermost module (or JAX key
+# path entries, whose ``key``/``name``/``idx`` `PathContains` also compares).
+Path = tuple[Hashable, ...]
+Predicate = Callable[[Path, _AnyT], bool]
 Filter = _AnyT  # a type, a tag str, a bool, Ellipsis, None, a callable predicate, or a list/tuple of filters
 
 
@@ -33,11 +37,12 @@ class _Pred:
 
     __slots__ = ()
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Hashable, ...]:
+        """The parameters that identify this predicate (its equality, hash and repr)."""
         raise NotImplementedError
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self._key() == other._key()  # type: ignore[attr-defined]
+        return type(self) is type(other) and self._key() == other._key()
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self._key()))
@@ -64,10 +69,10 @@ class OfType(_Pred):
             raise TypeError(f"OfType expects a type, got {builtins.type(type).__name__}: {type!r}")
         self.type = type
 
-    def __call__(self, path: tuple, x: _AnyT) -> bool:
+    def __call__(self, path: Path, x: _AnyT) -> bool:
         return isinstance(x, self.type)
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Hashable, ...]:
         return (self.type,)
 
     def __repr__(self) -> str:
@@ -90,7 +95,7 @@ class WithTag(_Pred):
             raise TypeError(f"WithTag expects a str tag, got {type(tag).__name__}: {tag!r}")
         self.tag = tag
 
-    def __call__(self, path: tuple, x: _AnyT) -> bool:
+    def __call__(self, path: Path, x: _AnyT) -> bool:
         tags = getattr(x, "tag", None)
         if isinstance(tags, str):
             return tags == self.tag
@@ -98,7 +103,7 @@ class WithTag(_Pred):
             return self.tag in tags
         return False
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Hashable, ...]:
         return (self.tag,)
 
 
@@ -116,7 +121,7 @@ class PathContains(_Pred):
     def __init__(self, key: Hashable) -> None:
         self.key = key
 
-    def __call__(self, path: tuple, x: _AnyT) -> bool:
+    def __call__(self, path: Path, x: _AnyT) -> bool:
         for p in path:
             if p == self.key:
                 return True
@@ -125,14 +130,26 @@ class PathContains(_Pred):
                     return True
         return False
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Hashable, ...]:
         return (self.key,)
 
 
 _MISSING = object()
 
 
-class Any(_Pred):
+class _Combination(_Pred):
+    """Base of `Any` and `All`: the predicates of the given filters, combined by the subclass."""
+
+    __slots__ = ("predicates",)
+
+    def __init__(self, *filters: Filter) -> None:
+        self.predicates = tuple(to_predicate(f) for f in filters)
+
+    def _key(self) -> tuple[Hashable, ...]:
+        return self.predicates
+
+
+class Any(_Combination):
     """Matches when any of the filters matches (`Any()` matches nothing).
 
     Example:
@@ -141,19 +158,13 @@ class Any(_Pred):
       True
     """
 
-    __slots__ = ("predicates",)
+    __slots__ = ()
 
-    def __init__(self, *filters: Filter) -> None:
-        self.predicates = tuple(to_predicate(f) for f in filters)
-
-    def __call__(self, path: tuple, x: _AnyT) -> bool:
+    def __call__(self, path: Path, x: _AnyT) -> bool:
         return builtins.any(p(path, x) for p in self.predicates)
 
-    def _key(self) -> tuple:
-        return self.predicates
 
-
-class All(_Pred):
+class All(_Combination):
     """Matches when all of the filters match (`All()` matches everything).
 
     Example:
@@ -162,16 +173,10 @@ class All(_Pred):
       True
     """
 
-    __slots__ = ("predicates",)
+    __slots__ = ()
 
-    def __init__(self, *filters: Filter) -> None:
-        self.predicates = tuple(to_predicate(f) for f in filters)
-
-    def __call__(self, path: tuple, x: _AnyT) -> bool:
+    def __call__(self, path: Path, x: _AnyT) -> bool:
         return builtins.all(p(path, x) for p in self.predicates)
-
-    def _key(self) -> tuple:
-        return self.predicates
 
 
 class Not(_Pred):
@@ -188,10 +193,10 @@ class Not(_Pred):
     def __init__(self, filter: Filter) -> None:  # noqa: A002
         self.predicate = to_predicate(filter)
 
-    def __call__(self, path: tuple, x: _AnyT) -> bool:
+    def __call__(self, path: Path, x: _AnyT) -> bool:
         return not self.predicate(path, x)
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Hashable, ...]:
         return (self.predicate,)
 
 
@@ -206,10 +211,10 @@ class Everything(_Pred):
 
     __slots__ = ()
 
-    def __call__(self, path: tuple, x: _AnyT) -> bool:
+    def __call__(self, path: Path, x: _AnyT) -> bool:
         return True
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Hashable, ...]:
         return ()
 
 
@@ -224,10 +229,10 @@ class Nothing(_Pred):
 
     __slots__ = ()
 
-    def __call__(self, path: tuple, x: _AnyT) -> bool:
+    def __call__(self, path: Path, x: _AnyT) -> bool:
         return False
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Hashable, ...]:
         return ()
 
 
@@ -259,7 +264,8 @@ def to_predicate(filter: Filter) -> Predicate:  # noqa: A002
     if isinstance(filter, (list, tuple)):
         return Any(*filter)
     if callable(filter):
-        return filter
+        # Taken on trust to be a predicate ``(path, x) -> bool``; its signature is not checked.
+        return cast(Predicate, filter)
     raise TypeError(
         f"to_predicate: cannot use {type(filter).__name__} {filter!r} as a filter; expected a type, a tag "
         "str, True/False, ..., None, a callable (path, x) -> bool, or a list/tuple of those"

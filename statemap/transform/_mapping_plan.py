@@ -1,0 +1,605 @@
+"""Building a mapping plan: plain functions from (function, config, call signature) to a runnable `Program`.
+
+Passes, once per call signature (`build` chains them):
+
+1. **Lane arguments** (`lane_arguments`). Broadcast `in_axes` over the dynamic arguments (kwargs map on axis 0),
+   check every mapped leaf and collect the batch sizes they imply; each mapped leaf becomes one lane's abstract
+   value.
+2. **Trace** (`trace_lane`). Trace the user's function once, abstractly, on one lane. At its first touch each
+   state gets its input role: a `RandomState` holding one key is split per lane (``RNG``); a state selected by
+   `state_in_axes` at axis ``k`` enters as one lane (its axis ``k`` removed, after checking it exists); any other
+   state is broadcast (``BROADCAST``). Then the batch size is settled from arguments and selected states.
+3. **Discovery** (`discover`). Evaluate the traced jaxpr (not the Python body) under `jax.vmap` inside
+   `jax.make_jaxpr`, which computes nothing, and read which outputs *this* vmap batched (`_compat.batch_dim_in`
+   compares trace identity, so values batched only by an enclosing map are not mistaken for inner-batched ones).
+4. **Classify** (`classify`). Check `out_axes` against the result and decide each written state's output axis
+   from the declarations and the policy; every inconsistency is a `BatchAxisError` naming the state. Under
+   ``'auto'`` a read-then-written state that already has the batch size is promoted to a per-lane input, which
+   traces once more (`build` loops).
+5. **Program** (`make_program`). Build ``mapping_fn(lane, ...)`` once per plan and wrap it in the function the
+   dispatcher runs; for `jax.vmap` it is compiled with `jax.jit`. Random states advance exactly once per call:
+   their key is split into ``B + 1`` keys, lane ``i`` gets key ``i + 1`` and the state keeps key 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+
+from .. import _compat
+from .._errors import BatchAxisError, describe_state, message, short_aval, tree_aval
+from .._state import State, peek
+from ..random._rng import RandomState
+from ._arguments import CallSignature, resolve_argnums
+from ._dispatch import Program, check_signatures
+from ._make_jaxpr import Traced, trace_stateful
+from ._mapping_axes import arg_leaf_axes, drop_axis, is_unmatched, leaf_size, match_axis, prefix_leaf_axes
+from ._mapping_config import MappingConfig
+
+__all__ = ["RNG", "BROADCAST", "LaneTrace", "StatePlan", "build", "trace_lane", "classify", "make_program"]
+
+RNG = "split-rng"  # input role of a RandomState holding one key: split per lane
+BROADCAST = "broadcast"  # input role of a state every lane sees whole
+Size = tuple[int, str]  # (batch size implied, what implies it)
+
+
+@dataclasses.dataclass(frozen=True)
+class LaneTrace:
+    """Passes 1–3: the traced lane, the states' input roles, the batch size and the batch dim of every output."""
+
+    entry: Traced
+    states: list[State]
+    roles: list[Any]  # per state: an int axis, BROADCAST or RNG
+    axes: list[int | None]  # per dynamic argument leaf
+    size: int
+    dims: list[int | None]  # per jaxpr output: its batch dim under this map
+
+
+@dataclasses.dataclass
+class StatePlan:
+    """Pass 4: where each written state goes, and one display row per state (`MappingPlan.rows`)."""
+
+    result_axes: list[Any]
+    out_list: list[int] = dataclasses.field(default_factory=list)  # state indices written back, in order
+    out_axes: list[int | None] = dataclasses.field(default_factory=list)
+    rng: list[int] = dataclasses.field(default_factory=list)
+    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    promote: dict[int, int] = dataclasses.field(default_factory=dict)  # 'auto': id(state) -> input axis
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    """A finished plan: the program the dispatcher runs (holding its states weakly) and what `explain` shows."""
+
+    program: Program
+    size: int
+    rows: list[dict[str, Any]]
+
+
+# -- passes 1-3 ------------------------------------------------------------------------------------------------
+def _leaf_names(sig: CallSignature) -> list[str]:
+    out = []
+    for name in sig.leaf_names():
+        head, _, rest = name.partition("[")
+        if head == "args":
+            index, _, sub = rest.partition("]")
+            out.append(f"argument {index}{sub}")
+        else:
+            out.append(f"keyword argument[{rest}")
+    return out
+
+
+def lane_arguments(config: MappingConfig, sig: CallSignature) -> tuple[list[int | None], list[Any], list[Size]]:
+    """Pass 1: (mapped axis per dynamic leaf, one lane's abstract leaves, batch sizes the arguments imply)."""
+    who = config.name
+    in_axes = config.in_axes
+    if isinstance(in_axes, (tuple, list)) and len(in_axes) == len(sig.args) and sig.static_pos:
+        in_axes = tuple(a for i, a in enumerate(in_axes) if i not in sig.static_pos)
+    axes = arg_leaf_axes(in_axes, sig.dyn_args, sig.dyn_kwargs, who)
+    sizes: list[Size] = []
+    lane: list[Any] = []
+    for leaf, ax, where in zip(sig.leaves, axes, _leaf_names(sig), strict=True):
+        if ax is None:
+            lane.append(_sds(leaf))
+        else:
+            sizes.append((leaf_size(leaf, ax, who, where), where))
+            lane.append(drop_axis(leaf, ax))
+    if len({s for s, _ in sizes}) > 1:
+        raise _inconsistent(who, sizes)
+    return axes, lane, sizes
+
+
+def trace_lane(fun: Callable[..., Any], config: MappingConfig, sig: CallSignature, forced: dict[int, int]) -> LaneTrace:
+    """Passes 1–3 (see the module docstring). `forced` maps ``id(state)`` to an input axis (policy 'auto')."""
+    axes, lane, sizes = lane_arguments(config, sig)
+    guess = sizes[0][0] if sizes else (config.axis_size or 1)
+    roles: dict[int, Any] = {}
+    state_sizes: list[Size] = []
+
+    def state_aval(state: State, leaf: Any) -> Any:
+        r = roles.get(id(state))
+        if r is None:
+            r = roles[id(state)] = _input_role(config, state, forced)
+            if isinstance(r, int):
+                state_sizes.extend(_state_sizes(config.name, state, r, guess))
+        return drop_axis(leaf, r) if isinstance(r, int) else jax.typeof(leaf)
+
+    axis_env = list(config.axis_env)
+    if config.axis_name is not None:
+        axis_env.append((config.axis_name, guess))
+    entry = trace_stateful(
+        fun,
+        sig,
+        axis_env=axis_env or None,
+        return_only_write=config.return_only_write,
+        name=config.name,
+        state_aval=state_aval,
+        abstract_leaves=lane,
+    )
+    states = list(entry.states)
+    role_list = [roles.get(id(s), BROADCAST) for s in states]  # a state with no leaves has no role: broadcast
+    size = batch_size(config, sizes + state_sizes)
+    dims = discover(config, entry, states, role_list, axes, sig.leaves, size)
+    return LaneTrace(entry, states, role_list, axes, size, dims)
+
+
+def _input_role(config: MappingConfig, state: State, forced: dict[int, int]) -> Any:
+    if isinstance(state, RandomState) and _is_scalar_key(peek(state)):
+        return RNG
+    if id(state) in forced:
+        return forced[id(state)]
+    ax = match_axis(config.state_in_axes, state)
+    return BROADCAST if is_unmatched(ax) or ax is None else ax
+
+
+def _state_sizes(who: str, state: State, axis: int, guess: int) -> list[Size]:
+    leaves = jax.tree_util.tree_leaves(peek(state))
+    return [(_state_leaf_size(x, axis, state, who, guess), describe_state(state)) for x in leaves]
+
+
+def batch_size(config: MappingConfig, sizes: list[Size]) -> int:
+    """The one size of the mapped axis implied by `sizes` and `axis_size`; a `BatchAxisError` otherwise."""
+    who = config.name
+    distinct = {s for s, _ in sizes}
+    if len(distinct) > 1:
+        raise _inconsistent(who, sizes)
+    if not distinct:
+        if config.axis_size is None:
+            raise BatchAxisError(
+                message(
+                    who,
+                    "cannot determine the size of the mapped axis",
+                    "at least one mapped argument or selected state, or axis_size",
+                    "no mapped arguments (in_axes all None, or no arguments) and no state selected by state_in_axes",
+                    "pass axis_size=N, or map an argument",
+                )
+            )
+        return config.axis_size
+    (size,) = distinct
+    if config.axis_size is not None and config.axis_size != size:
+        raise BatchAxisError(
+            message(
+                who,
+                f"axis_size={config.axis_size} conflicts with the mapped size",
+                f"axis_size equal to the size of the mapped axis ({size})",
+                "; ".join(f"{w}: {s}" for s, w in sizes[:4]),
+                "drop axis_size or make it match the mapped arguments",
+            )
+        )
+    return size
+
+
+def discover(
+    config: MappingConfig,
+    entry: Traced,
+    states: list[State],
+    roles: list[Any],
+    axes: list[int | None],
+    leaves: list[Any],
+    size: int,
+) -> list[int | None]:
+    """Pass 3: the batch dim of every jaxpr output under this map (None = unbatched), computed abstractly."""
+    in_axes: list[Any] = list(axes)
+    sds: list[Any] = [_sds(x) for x in leaves]
+    for state, r in zip(states, roles, strict=True):
+        for leaf in jax.tree_util.tree_leaves(peek(state)):
+            if r == RNG:
+                in_axes.append(0)
+                sds.append(jax.ShapeDtypeStruct((size,), leaf.dtype))
+            else:
+                in_axes.append(r if isinstance(r, int) else None)
+                sds.append(_sds(leaf))
+    found: list[int | None] = []
+
+    def probe(*flat: Any) -> tuple[()]:
+        trace = _compat.current_trace()
+        found.extend(_compat.batch_dim_in(o, trace) for o in entry.fn(*flat))
+        return ()
+
+    mapped = jax.vmap(probe, in_axes=tuple(in_axes), axis_size=size, axis_name=config.axis_name)
+    jax.make_jaxpr(mapped, axis_env=list(config.axis_env) or None)(*sds)
+    return found
+
+
+# -- pass 4 ------------------------------------------------------------------------------------------------------
+def _describe_result(path: Any) -> str:
+    return f"output result{jax.tree_util.keystr(path)}"
+
+
+_RESULT_NONE_FIX = "set out_axes=0 for it, or reduce it over the axis (jax.lax.psum with axis_name)"
+
+
+def result_axes(
+    config: MappingConfig,
+    entry: Traced,
+    result_dims: list[int | None],
+    describe: Callable[[Any], str] = _describe_result,
+    none_fix: str = _RESULT_NONE_FIX,
+) -> list[Any]:
+    """Per result leaf, its `out_axes` entry, checked against the result's structure, rank and batching."""
+    who = config.name
+    dummy = jax.tree_util.tree_unflatten(entry.out_treedef, list(range(entry.n_out)))
+    try:
+        flat = prefix_leaf_axes(config.out_axes, dummy)
+    except Exception:
+        raise BatchAxisError(
+            message(
+                who,
+                "out_axes is not a pytree prefix of the function's result",
+                "an int, None, or a prefix of the result's structure",
+                f"out_axes={config.out_axes!r} for a result of structure {entry.out_treedef}",
+                "match the result's structure",
+            )
+        ) from None
+    paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(dummy)[0]]
+    for ax, d, path, aval in zip(flat, result_dims, paths, entry.jaxpr.out_avals, strict=False):
+        nd = aval.ndim
+        if ax is not None and not -(nd + 1) <= ax <= nd:
+            raise BatchAxisError(
+                message(
+                    who,
+                    f"{describe(path)} has out_axes {ax}, which is out of range",
+                    f"an axis in [{-(nd + 1)}, {nd}] (each lane's output has {nd} dimension(s))",
+                    f"out_axes={ax} for a per-lane output of {short_aval(aval)}",
+                    "fix out_axes for this output",
+                )
+            )
+        if ax is None and d is not None:
+            raise BatchAxisError(
+                message(
+                    who,
+                    f"{describe(path)} depends on the mapped axis but out_axes is None for it",
+                    "an int out_axes for every output that varies per lane",
+                    f"out_axes None for a per-lane output of {short_aval(aval)}",
+                    none_fix,
+                )
+            )
+    return flat
+
+
+def classify(
+    config: MappingConfig,
+    lt: LaneTrace,
+    forced: dict[int, int],
+    describe: Callable[[Any], str] = _describe_result,
+    none_fix: str = _RESULT_NONE_FIX,
+) -> StatePlan:
+    """Pass 4: the output axis of every written state (or the states 'auto' promotes, in ``plan.promote``)."""
+    entry = lt.entry
+    plan = StatePlan(result_axes(config, entry, lt.dims[: entry.n_out], describe, none_fix))
+    batched_out: dict[int, bool] = {}
+    pos = entry.n_out
+    for i in entry.out_states:
+        n = entry.state_nleaves[i]
+        batched_out[i] = any(d is not None for d in lt.dims[pos : pos + n])
+        pos += n
+    for i, state in enumerate(lt.states):
+        r = lt.roles[i]
+        row = _row(state, r, entry.read[i], entry.written[i])
+        plan.rows.append(row)
+        if r == RNG:
+            plan.rng.append(i)
+            row["how"] = "rng"
+        elif i in batched_out:  # written, or returned unchanged (return_only_write=False)
+            decision = _out_axis(config, lt, i, batched_out[i], forced)
+            if isinstance(decision, _Promote):
+                plan.promote[id(state)] = decision.axis
+                continue
+            row["out_axis"], row["how"] = decision
+            plan.out_list.append(i)
+            plan.out_axes.append(decision[0])
+    return plan
+
+
+def _row(state: State, role: Any, read: bool, written: bool) -> dict[str, Any]:
+    return {
+        "state": state._label(),
+        "type": type(state).__name__,
+        "created": state.source,
+        "shape": _shape_str(peek(state)),
+        "read": read,
+        "written": written,
+        "in_axis": role,
+        "out_axis": "-",
+        "how": "read-only",
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class _Promote:
+    axis: int
+
+
+def _out_axis(
+    config: MappingConfig, lt: LaneTrace, i: int, batched: bool, forced: dict[int, int]
+) -> tuple[int | None, str] | _Promote:
+    """(output axis, how it was decided) of state `i`, which comes back from the lane."""
+    who, state, r = config.name, lt.states[i], lt.roles[i]
+    written, read = lt.entry.written[i], lt.entry.read[i]
+    decl = match_axis(config.state_out_axes, state)
+    if isinstance(r, int):
+        if isinstance(decl, int) and decl != r:
+            raise _axis_mismatch(config, state, r, decl)
+        if decl is None and batched and written:
+            raise _declared_none(who, state, lt.size)
+        return r, ("policy:auto" if id(state) in forced else "declared")
+    if not written:  # return_only_write=False: a read-only broadcast state, written back unchanged
+        return None, "read-only"
+    if decl is None:
+        if batched:
+            raise _declared_none(who, state, lt.size)
+        return None, "declared"
+    if isinstance(decl, int):
+        if batched and read and _has_size(peek(state), decl, lt.size):
+            raise _read_not_mapped(who, state, decl, lt.size)
+        return decl, "declared"
+    if not batched:
+        return None, "inferred"
+    return _undeclared(config, state, read, lt.size)
+
+
+def _undeclared(config: MappingConfig, state: State, read: bool, size: int) -> tuple[int | None, str] | _Promote:
+    """An undeclared state written per lane: what the policy says."""
+    who, policy = config.name, config.policy
+    if policy == "raise":
+        raise BatchAxisError(
+            message(
+                who,
+                f"{describe_state(state)} was written with a value batched on the mapped axis, but "
+                f"{config.option_names[1]} does not select it",
+                f"a {config.option_names[1]} entry for every state written per lane",
+                f"a per-lane write of {tree_aval(peek(state))} (mapped axis size {size})",
+                _undeclared_fix(config.option_names),
+            )
+        )
+    if policy == "auto" and read and _has_size(peek(state), 0, size):
+        return _Promote(0)
+    if policy == "warn":
+        warnings.warn(
+            f"{who}: {describe_state(state)} was written per lane but is not declared in state_out_axes; "
+            f"scattering it on a new axis 0 of size {size} (the state's shape changes). Declare it to silence "
+            "this warning.",
+            UserWarning,
+            stacklevel=6,
+        )
+    return 0, f"policy:{policy}"
+
+
+def build(fun: Callable[..., Any], config: MappingConfig, sig: CallSignature) -> Built:
+    """Passes 1–5 for one call signature (tracing a second time when policy 'auto' promotes a state)."""
+    forced: dict[int, int] = {}
+    for _attempt in range(2):
+        lt = trace_lane(fun, config, sig, forced)
+        plan = classify(config, lt, forced)
+        if not plan.promote:
+            return make_program(config, lt, plan, sig)
+        forced = {**forced, **plan.promote}
+    raise BatchAxisError(f"{config.name}: could not settle the per-lane states")  # pragma: no cover
+
+
+# -- pass 5 --------------------------------------------------------------------------------------------------
+def _donated(config: MappingConfig, sig: CallSignature) -> tuple[int, ...]:
+    """Positions, among the flat leaves passed to `mapping_fn`, of the donated arguments' leaves."""
+    if not config.donate_argnums:
+        return ()
+    donated = resolve_argnums(config.donate_argnums, len(sig.args), config.name, "donate_argnums")
+    both = [i for i in donated if i in sig.static_pos]
+    if both:
+        raise ValueError(
+            message(
+                config.name,
+                f"argument {both[0]} is both static and donated",
+                "donated arguments to be dynamic arrays",
+                f"donate_argnums={config.donate_argnums}, static positions {sig.static_pos}",
+                "drop it from donate_argnums",
+            )
+        )
+    out: list[int] = []
+    start = 0
+    for i in (i for i in range(len(sig.args)) if i not in sig.static_pos):
+        n = len(jax.tree_util.tree_leaves(sig.args[i]))
+        if i in donated:
+            out.extend(range(start, start + n))
+        start += n
+    return tuple(out)
+
+
+def _mapped_lane(
+    config: MappingConfig, lt: LaneTrace, plan: StatePlan, sig: CallSignature
+) -> tuple[Callable[..., Any], bool]:
+    """``mapping_fn`` applied to one lane of the traced jaxpr: flat leaves in, (result, written states) out.
+
+    The flag says whether the mapped function takes a dummy last input (``arange(size)``): `jax.pmap` needs at
+    least one mapped input.
+    """
+    entry = lt.entry
+    nleaves = entry.state_nleaves
+    state_axes = [0 if r == RNG else (r if isinstance(r, int) else None) for r in lt.roles]
+    in_axes = tuple(lt.axes) + tuple(ax for i, ax in enumerate(state_axes) for _ in range(nleaves[i]))
+    offsets, pos = {}, entry.n_out
+    for i in entry.out_states:
+        offsets[i], pos = pos, pos + nleaves[i]
+    picked = [j for i in plan.out_list for j in range(offsets[i], offsets[i] + nleaves[i])]
+    out_state_axes = tuple(ax for i, ax in zip(plan.out_list, plan.out_axes, strict=True) for _ in range(nleaves[i]))
+    needs_dummy = not any(a is not None for a in in_axes) and not config.vectorised
+    n_out, fn = entry.n_out, entry.fn
+
+    def lane(*flat: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        outs = fn(*(flat[:-1] if needs_dummy else flat))
+        return tuple(outs[:n_out]), tuple(outs[j] for j in picked)
+
+    extra = dict(config.mapping_kwargs)
+    donate = _donated(config, sig)
+    if donate:
+        extra["donate_argnums"] = donate
+    mapped = config.mapping_fn(
+        lane,
+        in_axes=in_axes + ((0,) if needs_dummy else ()),
+        out_axes=(tuple(plan.result_axes), out_state_axes),
+        axis_name=config.axis_name,
+        axis_size=lt.size,
+        **extra,
+    )
+    return mapped, needs_dummy
+
+
+def make_program(config: MappingConfig, lt: LaneTrace, plan: StatePlan, sig: CallSignature) -> Built:
+    """Pass 5: the program the dispatcher runs (compiled with `jax.jit` for `jax.vmap`)."""
+    entry, size = lt.entry, lt.size
+    mapped, needs_dummy = _mapped_lane(config, lt, plan, sig)
+    rng = set(plan.rng)
+    treedefs, nleaves, out_list = entry.state_treedefs, entry.state_nleaves, plan.out_list
+
+    def run(arg_leaves: list[Any], values: list[Any]) -> tuple[list[Any], Any]:
+        check_signatures(values, entry.state_sigs)
+        flat, new_keys = list(arg_leaves), []
+        for i, v in enumerate(values):
+            if i in rng:
+                keys = jax.random.split(v, size + 1)
+                new_keys.append(keys[0])
+                flat.append(keys[1:])
+            else:
+                flat.extend(jax.tree_util.tree_leaves(v))
+        if needs_dummy:
+            flat.append(jax.numpy.arange(size))
+        res_leaves, state_leaves = mapped(*flat)
+        out_values, k = [], 0
+        for i in out_list:
+            out_values.append(jax.tree_util.tree_unflatten(treedefs[i], list(state_leaves[k : k + nleaves[i]])))
+            k += nleaves[i]
+        return out_values + new_keys, jax.tree_util.tree_unflatten(entry.out_treedef, list(res_leaves))
+
+    exe = jax.jit(run) if config.vectorised else run
+    program = Program(lt.states, plan.out_list + plan.rng, run, exe, entry.cacheable)
+    return Built(program, size, plan.rows)
+
+
+# -- helpers and messages ------------------------------------------------------------------------------------
+def _sds(x: Any) -> jax.ShapeDtypeStruct:
+    aval = jax.typeof(x)
+    return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type)
+
+
+def _is_scalar_key(value: Any) -> bool:
+    dtype = getattr(value, "dtype", None)
+    return (
+        dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and getattr(value, "shape", None) == ()
+    )
+
+
+def _shape_str(value: Any) -> str:
+    leaves = jax.tree_util.tree_leaves(value)
+    if len(leaves) == 1:
+        return str(tuple(getattr(leaves[0], "shape", ())))
+    return tree_aval(value)
+
+
+def _has_size(value: Any, axis: int, size: int) -> bool:
+    leaves = jax.tree_util.tree_leaves(value)
+    return bool(leaves) and all(len(getattr(x, "shape", ())) > axis and x.shape[axis] == size for x in leaves)
+
+
+def _state_leaf_size(leaf: Any, axis: int, state: State, who: str, size: int) -> int:
+    shape = tuple(getattr(leaf, "shape", ()))
+    nd = len(shape)
+    if -nd <= axis < nd:
+        return int(shape[axis])
+    raise BatchAxisError(
+        message(
+            who,
+            f"{describe_state(state)} is selected by state_in_axes on axis {axis} but its value "
+            f"{short_aval(leaf)} has no axis {axis}",
+            f"a value with a mapped axis {axis} whose size is the batch size (one slot per lane)",
+            f"shape {shape} ({nd} dimension(s))",
+            f"give the state an axis {axis} of the batch size, e.g. {type(state).__name__}(jnp.zeros({size})) "
+            f"for a 0-d value mapped over {size} lanes; or, "
+            "for a running sum over the inputs, use statemap.transform.map(f, xs), which runs the lanes "
+            "sequentially",
+        )
+    )
+
+
+def _inconsistent(who: str, sizes: Sequence[Size]) -> BatchAxisError:
+    return BatchAxisError(
+        message(
+            who,
+            "the mapped inputs disagree on the size of the mapped axis",
+            "one size for every mapped argument and selected state",
+            "; ".join(f"{w}: {s}" for s, w in sizes[:6]),
+            "make the mapped axes the same length, or map the odd one with None",
+        )
+    )
+
+
+def _undeclared_fix(words: tuple[str, str]) -> str:
+    i, o = words
+    if i == "state_in_axes":
+        return (
+            "declare it, e.g. state_in_axes={0: s} and state_out_axes={0: s} for a per-lane state, or "
+            "state_out_axes={0: s} to scatter it; or pass unexpected_out_state_mapping='warn'/'ignore'/'auto'"
+        )
+    return f"declare it, e.g. {i}={{0: [s]}} for a per-lane state, or {o}={{0: [s]}} to scatter it"
+
+
+def _axis_mismatch(config: MappingConfig, state: State, r: int, decl: int) -> BatchAxisError:
+    words = config.option_names
+    return BatchAxisError(
+        message(
+            config.name,
+            f"{describe_state(state)} is mapped on input axis {r} but {words[1]} maps it to axis {decl}",
+            "the same axis on input and output (a state keeps its layout)",
+            f"state_in_axes axis {r}, state_out_axes axis {decl}",
+            f"declare it on axis {r} in both, or only in {words[0]}",
+        )
+    )
+
+
+def _read_not_mapped(who: str, state: State, decl: int, size: int) -> BatchAxisError:
+    return BatchAxisError(
+        message(
+            who,
+            f"{describe_state(state)} is read and then written per lane, and state_out_axes maps it to axis {decl}, "
+            "but state_in_axes does not map it",
+            f"a state read per lane to be declared in state_in_axes on axis {decl} too",
+            f"its value {_shape_str(peek(state))} already has the batch size {size} on axis {decl}; "
+            "broadcasting it into every lane would add another axis on every call",
+            f"add it to state_in_axes={{{decl}: ...}} as well",
+        )
+    )
+
+
+def _declared_none(who: str, state: State, size: int) -> BatchAxisError:
+    return BatchAxisError(
+        message(
+            who,
+            f"{describe_state(state)} is declared unbatched (axis None) in state_out_axes but is written with a "
+            "value that differs per lane",
+            "a value that is the same in every lane (e.g. reduced with jax.lax.psum/pmean over axis_name)",
+            f"a per-lane write (mapped axis size {size})",
+            "declare it on an axis, e.g. state_out_axes={0: s}, or reduce the value over the mapped axis",
+        )
+    )
