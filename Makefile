@@ -17,7 +17,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check statemap tests bench conftest.py
-	$(BIN)/mypy statemap
+	$(BIN)/mypy --strict statemap
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q

@@ -84,7 +84,7 @@ class State:
                 self.add_tag(t)
         self._place(len(_CONTEXT.stack))
         self._site = _creation_site()
-        self._path: tuple = ()
+        self._path: tuple[Any, ...] = ()
         self._dead: str | None = None
         for key, val in metadata.items():
             setattr(self, key, val)
@@ -115,7 +115,7 @@ class State:
         self._tag.add(tag)
 
     @property
-    def path(self) -> tuple:
+    def path(self) -> tuple[Any, ...]:
         """Path of the state inside the `statemap.nn.Module` owning it, e.g. ``('layers', 0, 'weight')``."""
         return self._path
 
@@ -145,7 +145,7 @@ class State:
             self._serials = ()
             self._owner = -1
 
-    def _relevel(self, stack: list) -> int:
+    def _relevel(self, stack: list[Any]) -> int:
         """The trace this state was created in has finished: lower its level to the traces still shared.
 
         Without this, a state created inside one transform (with a concrete value) and used in a later,
@@ -319,7 +319,7 @@ class State:
     def __eq__(self, other: object) -> bool:
         return self is other
 
-    def __iter__(self):  # a State is not iterable; prevents silent iteration over the box
+    def __iter__(self) -> Any:  # a State is not iterable; prevents silent iteration over the box
         raise TypeError(f"{describe_state(self)} is not iterable; iterate over its .value")
 
 

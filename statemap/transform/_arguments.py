@@ -18,7 +18,16 @@ import jax
 from .._errors import ArgumentError, StateArgumentError, describe_state, message
 from .._state import State
 
-__all__ = ["ArgSpec", "CallSignature", "parse_argnums", "resolve_argnums", "leaf_signature", "value_signature"]
+__all__ = [
+    "ArgSpec",
+    "CallSignature",
+    "abstract",
+    "leaf_signature",
+    "parse_argnums",
+    "resolve_argnums",
+    "shape_struct",
+    "value_signature",
+]
 
 _SCALAR_TYPES = (int, float, bool, complex)
 
@@ -126,6 +135,17 @@ def leaf_signature(x: Any, who: str, where: str) -> Any:
             "mark it static (static_argnums/static_argnames) or convert it to an array",
         )
     )
+
+
+def shape_struct(shape: Any, dtype: Any, weak_type: bool = False) -> jax.ShapeDtypeStruct:
+    """`jax.ShapeDtypeStruct` (typed: JAX's constructor is not annotated)."""
+    return jax.ShapeDtypeStruct(shape, dtype, weak_type=weak_type)  # type: ignore[no-untyped-call]
+
+
+def abstract(x: Any) -> jax.ShapeDtypeStruct:
+    """The abstract value of an array, tracer or Python scalar, weak type kept."""
+    aval = jax.typeof(x)
+    return shape_struct(aval.shape, aval.dtype, aval.weak_type)
 
 
 def value_signature(value: Any) -> tuple[Any, ...]:

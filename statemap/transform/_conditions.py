@@ -34,7 +34,7 @@ from ._control import (
 __all__ = ["cond", "switch"]
 
 
-def _scalar_of_kind(x: Any, who: str, what: str, kinds: tuple, expected: str, fix: str) -> Any:
+def _scalar_of_kind(x: Any, who: str, what: str, kinds: tuple[Any, ...], expected: str, fix: str) -> Any:
     """Check that `x` is a scalar whose dtype is a subtype of one of `kinds`; return its abstract value."""
     leaf_signature(x, who, what)
     aval = jax.typeof(x)
@@ -91,11 +91,11 @@ def _check_branches(who: str, flats: Sequence[FlatTraced], names: Sequence[str],
                 )
 
 
-def _branch_runner(ft: FlatTraced, k: int, union: StateUnion) -> Callable:
+def _branch_runner(ft: FlatTraced, k: int, union: StateUnion) -> Callable[..., Any]:
     writes = union.writes[k]
     written = union.written
 
-    def branch(op_leaves: list[Any], state_leaves: list[list[Any]]) -> tuple[list, list]:
+    def branch(op_leaves: list[Any], state_leaves: list[list[Any]]) -> tuple[list[Any], list[Any]]:
         res, new = ft(op_leaves, union.gather(k, state_leaves))
         outs = [new[writes[p]] if p in writes else state_leaves[p] for p in written]
         return res, outs
@@ -103,7 +103,13 @@ def _branch_runner(ft: FlatTraced, k: int, union: StateUnion) -> Callable:
     return branch
 
 
-def _traced_branches(who: str, funs: Sequence[Callable], names: Sequence[str], operands: tuple, call: Callable) -> Any:
+def _traced_branches(
+    who: str,
+    funs: Sequence[Callable[..., Any]],
+    names: Sequence[str],
+    operands: tuple[Any, ...],
+    call: Callable[..., Any],
+) -> Any:
     op_leaves, op_tree, _ = flatten_checked(operands, who, "operands")
     abstract_ops = jax.tree_util.tree_unflatten(op_tree, abstract_leaves(op_leaves))
     flats = [FlatTraced(stateful(fun, who).trace(*abstract_ops)) for fun in funs]
@@ -116,7 +122,7 @@ def _traced_branches(who: str, funs: Sequence[Callable], names: Sequence[str], o
     return jax.tree_util.tree_unflatten(flats[0].entry.out_treedef, res)
 
 
-def cond(pred: Any, true_fun: Callable, false_fun: Callable, *operands: Any) -> Any:
+def cond(pred: Any, true_fun: Callable[..., Any], false_fun: Callable[..., Any], *operands: Any) -> Any:
     """Run `true_fun(*operands)` if `pred` else `false_fun(*operands)`, like `jax.lax.cond`, with states.
 
     Both branches may read and write `State`s they close over. Every state written by either branch is
@@ -160,13 +166,13 @@ def cond(pred: Any, true_fun: Callable, false_fun: Callable, *operands: Any) -> 
         flatten_checked(operands, who, "operands")
         return run_direct(true_fun if bool(pred) else false_fun, operands, who)
 
-    def call(runners: list[Callable], ops: list, states: list) -> Any:
+    def call(runners: list[Callable[..., Any]], ops: list[Any], states: list[Any]) -> Any:
         return jax.lax.cond(pred, runners[0], runners[1], ops, states)
 
     return _traced_branches(who, (true_fun, false_fun), ("true_fun", "false_fun"), operands, call)
 
 
-def switch(index: Any, branches: Sequence[Callable], *operands: Any) -> Any:
+def switch(index: Any, branches: Sequence[Callable[..., Any]], *operands: Any) -> Any:
     """Run `branches[index](*operands)`, like `jax.lax.switch`, with branches that read and write states.
 
     `index` is clamped to ``[0, len(branches) - 1]``. Every state written by any branch is written by `switch`
@@ -228,7 +234,7 @@ def switch(index: Any, branches: Sequence[Callable], *operands: Any) -> Any:
         i = min(max(int(index), 0), len(branches) - 1) if len(branches) > 1 else 0
         return run_direct(branches[i], operands, who)
 
-    def call(runners: list[Callable], ops: list, states: list) -> Any:
+    def call(runners: list[Callable[..., Any]], ops: list[Any], states: list[Any]) -> Any:
         return jax.lax.switch(index, runners, ops, states)
 
     names = [f"branches[{i}]" for i in range(len(branches))]

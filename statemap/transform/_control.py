@@ -31,7 +31,7 @@ from .. import _compat
 from .._errors import ArgumentError, ControlFlowError, describe_state, message, short_aval
 from .._state import State
 from .._trace import StateTrace
-from ._arguments import leaf_signature
+from ._arguments import abstract, leaf_signature
 from ._make_jaxpr import StatefulFunction, Traced
 
 __all__ = [
@@ -52,7 +52,7 @@ __all__ = [
 class _WeakCall:
     """Calls a function (or bound method) through a weak reference, so the cache does not keep it alive."""
 
-    def __init__(self, fun: Callable) -> None:
+    def __init__(self, fun: Callable[..., Any]) -> None:
         self._ref = weakref.WeakMethod(fun) if inspect.ismethod(fun) else weakref.ref(fun)
         self.__qualname__ = getattr(fun, "__qualname__", None) or repr(fun)
 
@@ -65,10 +65,10 @@ class _WeakCall:
 
 # Keyed weakly on the function, or for a bound method on its instance (then on the underlying function):
 # `obj.method` makes a new bound-method object on every access, so it cannot be the key itself.
-_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
-def stateful(fun: Callable, who: str) -> StatefulFunction:
+def stateful(fun: Callable[..., Any], who: str) -> StatefulFunction:
     """The `StatefulFunction` of `fun` for transform `who`, shared by every call with the same function.
 
     Keyed weakly on `fun` (like `jax.lax`'s own trace cache) or, for a bound method, on its instance and
@@ -119,13 +119,9 @@ def flatten_checked(tree: Any, who: str, what: str) -> tuple[list[Any], Any, lis
     return leaves, treedef, names
 
 
-def _struct(aval: Any) -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=getattr(aval, "weak_type", False))
-
-
 def abstract_leaves(leaves: Sequence[Any]) -> list[jax.ShapeDtypeStruct]:
     """Abstract values of checked leaves (works for concrete arrays, Python scalars and outer tracers)."""
-    return [_struct(jax.typeof(x)) for x in leaves]
+    return [abstract(x) for x in leaves]
 
 
 def same_type(a: Any, b: Any) -> bool:
@@ -182,7 +178,7 @@ class FlatTraced:
             self._splits.append((pos, pos + n))
             pos += n
 
-    def __call__(self, arg_leaves: Sequence[Any], state_leaves: Sequence[Sequence[Any]]) -> tuple[list, list]:
+    def __call__(self, arg_leaves: Sequence[Any], state_leaves: Sequence[Sequence[Any]]) -> tuple[list[Any], list[Any]]:
         flat = [x for leaves in state_leaves for x in leaves]
         outs = self.entry.fn(*arg_leaves, *flat)
         return list(outs[: self._n_out]), [list(outs[a:b]) for a, b in self._splits]
@@ -253,7 +249,7 @@ class Plan:
 
     __slots__ = ("key", "cacheable", "data")
 
-    def __init__(self, key: tuple, cacheable: bool, data: Any) -> None:
+    def __init__(self, key: tuple[Any, ...], cacheable: bool, data: Any) -> None:
         self.key = key
         self.cacheable = cacheable
         self.data = data
@@ -265,7 +261,7 @@ class Plan:
         return isinstance(other, Plan) and self.key == other.key
 
 
-def call_plan(runner: Callable, jitted: Callable, plan: Plan, *args: Any) -> Any:
+def call_plan(runner: Callable[..., Any], jitted: Callable[..., Any], plan: Plan, *args: Any) -> Any:
     """`runner(plan, *args)`; with concrete inputs through `jitted` (its `jax.jit`, plan static).
 
     Called eagerly, `jax.lax` loops would trace and compile a fresh closure on every call; a jitted runner

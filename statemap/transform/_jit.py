@@ -112,7 +112,7 @@ class JittedFunction:
 
 @overload
 def jit(
-    fun: Callable,
+    fun: Callable[..., Any],
     static_argnums: int | Sequence[int] = (),
     static_argnames: str | Sequence[str] = (),
     donate_argnums: int | Sequence[int] = (),
@@ -127,16 +127,16 @@ def jit(
     static_argnames: str | Sequence[str] = (),
     donate_argnums: int | Sequence[int] = (),
     **jit_kwargs: Any,
-) -> Callable[[Callable], JittedFunction]: ...
+) -> Callable[[Callable[..., Any]], JittedFunction]: ...
 
 
 def jit(
-    fun: Callable | None = None,
+    fun: Callable[..., Any] | None = None,
     static_argnums: int | Sequence[int] = (),
     static_argnames: str | Sequence[str] = (),
     donate_argnums: int | Sequence[int] = (),
     **jit_kwargs: Any,
-) -> JittedFunction | Callable[[Callable], JittedFunction]:
+) -> JittedFunction | Callable[[Callable[..., Any]], JittedFunction]:
     """Compile a function that reads and writes states, like `jax.jit`.
 
     The Python body runs once per abstract signature (argument shapes/dtypes, static values, shapes of the

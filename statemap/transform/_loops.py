@@ -20,6 +20,7 @@ import numpy as np
 
 from .._errors import ArgumentError, ControlFlowError, describe_state, message, short_aval
 from .._state import read_values, write_back
+from ._arguments import shape_struct
 from ._control import (
     FlatTraced,
     Plan,
@@ -91,7 +92,7 @@ def _scan_length(avals: Sequence[Any], names: Sequence[str], length: Any, who: s
                 "pass length=<number of iterations>",
             )
         )
-    return length
+    return int(length)
 
 
 def _promote_weak(leaves: list[Any], avals: list[Any], out_avals: Sequence[Any]) -> bool:
@@ -170,7 +171,7 @@ def _run_scan(
     n = _scan_length(xs_avals, xs_names, length, who)
     bar = make_progress_bar(progress_bar, n, who)
     x_abstract = jax.tree_util.tree_unflatten(
-        xs_tree, [jax.ShapeDtypeStruct(a.shape[1:], a.dtype, weak_type=a.weak_type) for a in xs_avals]
+        xs_tree, [shape_struct(a.shape[1:], a.dtype, a.weak_type) for a in xs_avals]
     )
 
     def trace(avals: list[Any]) -> tuple[FlatTraced, list[int], list[int], Any]:
@@ -222,15 +223,15 @@ def _run_scan(
 
 
 def _scan_runner(
-    plan: Plan, init_leaves: list, carried_leaves: list, inv_leaves: list, xs_leaves: list
-) -> tuple[list, list, list]:
+    plan: Plan, init_leaves: list[Any], carried_leaves: list[Any], inv_leaves: list[Any], xs_leaves: list[Any]
+) -> tuple[list[Any], list[Any], list[Any]]:
     ft, c_pos, y_pos = plan.data
     _, star, n, reverse, unroll, bar = plan.key
     carried = ft.entry.out_states
     invariant = [i for i, w in enumerate(ft.entry.written) if not w]
     n_states = len(ft.entry.states)
 
-    def body(carry: tuple, x: list[Any]) -> tuple[tuple, list[Any]]:
+    def body(carry: tuple[Any, ...], x: list[Any]) -> tuple[tuple[Any, ...], list[Any]]:
         c, s_carried, count = carry
         state_leaves: list[Any] = [None] * n_states
         for j, i in enumerate(carried):
@@ -254,7 +255,7 @@ _scan_jitted = jax.jit(_scan_runner, static_argnums=(0,))
 
 # -- public -------------------------------------------------------------------------------------------------
 def scan(
-    f: Callable,
+    f: Callable[..., Any],
     init: Any,
     xs: Any,
     length: int | None = None,
@@ -299,11 +300,12 @@ def scan(
     """
     who = "scan"
     check_callable(f, who, "f")
-    return _run_scan(who, stateful(f, who), init, xs, length, reverse, unroll, progress_bar, star=False)
+    carry, ys = _run_scan(who, stateful(f, who), init, xs, length, reverse, unroll, progress_bar, star=False)
+    return carry, ys
 
 
 def for_loop(
-    f: Callable,
+    f: Callable[..., Any],
     *xs: Any,
     length: int | None = None,
     reverse: bool = False,
@@ -335,7 +337,7 @@ def for_loop(
     return _run_scan(who, stateful(f, who), None, xs, length, reverse, unroll, progress_bar, star=True)
 
 
-def while_loop(cond_fun: Callable, body_fun: Callable, init_val: Any) -> Any:
+def while_loop(cond_fun: Callable[..., Any], body_fun: Callable[..., Any], init_val: Any) -> Any:
     """Run ``val = body_fun(val)`` while ``cond_fun(val)``, like `jax.lax.while_loop`, with states.
 
     `body_fun` may read and write states (written ones are carried); `cond_fun` may read states, including
@@ -428,12 +430,12 @@ def while_loop(cond_fun: Callable, body_fun: Callable, init_val: Any) -> Any:
     return jax.tree_util.tree_unflatten(tree, c_final)
 
 
-def _while_runner(plan: Plan, leaves: list, carried_leaves: list, inv_leaves: list) -> tuple:
+def _while_runner(plan: Plan, leaves: list[Any], carried_leaves: list[Any], inv_leaves: list[Any]) -> tuple[Any, ...]:
     body, cnd, union, invariant = plan.data
     carried = union.written
     to_carry = [union.writes[0][p] for p in carried]
 
-    def by_position(s_carried: list) -> list[Any]:
+    def by_position(s_carried: list[Any]) -> list[Any]:
         out: list[Any] = [None] * len(union.states)
         for j, p in enumerate(carried):
             out[p] = s_carried[j]
@@ -441,12 +443,12 @@ def _while_runner(plan: Plan, leaves: list, carried_leaves: list, inv_leaves: li
             out[p] = inv_leaves[j]  # closed over: a loop-invariant input of jax.lax.while_loop
         return out
 
-    def cond_pure(carry: tuple) -> Any:
+    def cond_pure(carry: tuple[Any, ...]) -> Any:
         c, s_carried = carry
         res, _ = cnd(c, union.gather(1, by_position(s_carried)))
         return res[0]
 
-    def body_pure(carry: tuple) -> tuple:
+    def body_pure(carry: tuple[Any, ...]) -> tuple[Any, ...]:
         c, s_carried = carry
         res, new = body(c, union.gather(0, by_position(s_carried)))
         return res, [new[j] for j in to_carry]

@@ -27,7 +27,7 @@ from .. import _compat
 from .._errors import StateArgumentError, StatemapError, describe_state, message, without_jax_note
 from .._state import State, mark_dead, peek, read_values, write_back
 from .._trace import StateTrace, catch_new_states
-from ._arguments import ArgSpec, CallSignature, value_signature
+from ._arguments import ArgSpec, CallSignature, shape_struct, value_signature
 
 __all__ = ["StatefulFunction", "make_jaxpr", "Traced", "trace_stateful"]
 
@@ -185,7 +185,7 @@ def _entry(closed: Any, done: dict[str, Any], name: str) -> Traced:
     frame: StateTrace = done["frame"]
     entry = Traced(closed, frame, done["picked"], done["out_tree"], done["n_out"])
     originals = [done.get("originals", {})[id(s)] for s in frame.states]
-    treedefs = tuple(jax.tree_util.tree_structure(v) for v in originals)
+    treedefs: tuple[Any, ...] = tuple(jax.tree_util.tree_structure(v) for v in originals)
     for i in entry.out_states:
         if jax.tree_util.tree_structure(frame.values[i]) != treedefs[i]:  # pragma: no cover - setter checks first
             raise StatemapError(f"{name}: {describe_state(frame.states[i])} changed pytree structure")
@@ -301,7 +301,7 @@ class StatefulFunction:
     def get_out_shapes(self, *args: Any, **kwargs: Any) -> Any:
         """Shapes/dtypes of the result, as a pytree of `jax.ShapeDtypeStruct`."""
         e = self.trace(*args, **kwargs)
-        shapes = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in e.jaxpr.out_avals[: e.n_out]]
+        shapes = [shape_struct(a.shape, a.dtype) for a in e.jaxpr.out_avals[: e.n_out]]
         return jax.tree_util.tree_unflatten(e.out_treedef, shapes)
 
     # -- evaluation -----------------------------------------------------------------------------------------
@@ -335,13 +335,13 @@ class StatefulFunction:
 
 
 def make_jaxpr(
-    fun: Callable,
+    fun: Callable[..., Any],
     static_argnums: int | Sequence[int] = (),
     static_argnames: str | Sequence[str] = (),
     axis_env: Sequence[tuple[Hashable, int]] | None = None,
     return_shape: bool = False,
     return_only_write: bool = False,
-) -> Callable[..., tuple]:
+) -> Callable[..., tuple[Any, ...]]:
     """Like `jax.make_jaxpr`, for a function that closes over states.
 
     Returns a function that, called like `fun`, gives ``(closed_jaxpr, states)`` (and the output shapes when
@@ -365,7 +365,7 @@ def make_jaxpr(
     sf = StatefulFunction(fun, static_argnums, static_argnames, axis_env, return_only_write, name="make_jaxpr")
 
     @functools.wraps(fun)
-    def wrapper(*args: Any, **kwargs: Any) -> tuple:
+    def wrapper(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
         entry = sf.trace(*args, **kwargs)
         if return_shape:
             return entry.jaxpr, entry.states, sf.get_out_shapes(*args, **kwargs)

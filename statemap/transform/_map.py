@@ -15,7 +15,7 @@ from ._mapping import StatefulMapping
 __all__ = ["map"]
 
 
-def _length(xs: tuple, who: str) -> int:
+def _length(xs: tuple[Any, ...], who: str) -> int:
     flat = jax.tree_util.tree_flatten_with_path(xs)[0]
     if not flat:
         raise BatchAxisError(
@@ -55,7 +55,7 @@ def _length(xs: tuple, who: str) -> int:
     return sizes[0][0]
 
 
-def map(f: Callable, *xs: Any, batch_size: int | None = None) -> Any:  # noqa: A001 - mirrors jax.lax.map
+def map(f: Callable[..., Any], *xs: Any, batch_size: int | None = None) -> Any:  # noqa: A001 - mirrors jax.lax.map
     """Apply `f` to each element of `xs` (slices along axis 0) and stack the results.
 
     Without `batch_size` the elements are processed one after another (a `scan`), so state writes accumulate:

@@ -34,7 +34,7 @@ from .. import _compat
 from .._errors import BatchAxisError, describe_state, message, short_aval, tree_aval
 from .._state import State, peek
 from ..random._rng import RandomState
-from ._arguments import CallSignature, resolve_argnums
+from ._arguments import CallSignature, abstract, resolve_argnums, shape_struct
 from ._dispatch import Program, check_signatures
 from ._make_jaxpr import Traced, trace_stateful
 from ._mapping_axes import arg_leaf_axes, drop_axis, is_unmatched, leaf_size, match_axis, prefix_leaf_axes
@@ -104,7 +104,7 @@ def lane_arguments(config: MappingConfig, sig: CallSignature) -> tuple[list[int 
     lane: list[Any] = []
     for leaf, ax, where in zip(sig.leaves, axes, _leaf_names(sig), strict=True):
         if ax is None:
-            lane.append(_sds(leaf))
+            lane.append(abstract(leaf))
         else:
             sizes.append((leaf_size(leaf, ax, who, where), where))
             lane.append(drop_axis(leaf, ax))
@@ -204,15 +204,15 @@ def discover(
 ) -> list[int | None]:
     """Pass 3: the batch dim of every jaxpr output under this map (None = unbatched), computed abstractly."""
     in_axes: list[Any] = list(axes)
-    sds: list[Any] = [_sds(x) for x in leaves]
+    sds: list[Any] = [abstract(x) for x in leaves]
     for state, r in zip(states, roles, strict=True):
         for leaf in jax.tree_util.tree_leaves(peek(state)):
             if r == RNG:
                 in_axes.append(0)
-                sds.append(jax.ShapeDtypeStruct((size,), leaf.dtype))
+                sds.append(shape_struct((size,), leaf.dtype))
             else:
                 in_axes.append(r if isinstance(r, int) else None)
-                sds.append(_sds(leaf))
+                sds.append(abstract(leaf))
     found: list[int | None] = []
 
     def probe(*flat: Any) -> tuple[()]:
@@ -499,15 +499,10 @@ def make_program(config: MappingConfig, lt: LaneTrace, plan: StatePlan, sig: Cal
 
 
 # -- helpers and messages ------------------------------------------------------------------------------------
-def _sds(x: Any) -> jax.ShapeDtypeStruct:
-    aval = jax.typeof(x)
-    return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type)
-
-
 def _is_scalar_key(value: Any) -> bool:
     dtype = getattr(value, "dtype", None)
     return (
-        dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and getattr(value, "shape", None) == ()
+        dtype is not None and jax.numpy.issubdtype(dtype, jax.dtypes.prng_key) and getattr(value, "shape", None) == ()
     )
 
 

@@ -18,7 +18,7 @@ class _WeakBound:
 
     __slots__ = ("fun", "ref", "__name__", "__qualname__", "__weakref__")
 
-    def __init__(self, fun: Callable, ref: Any) -> None:
+    def __init__(self, fun: Callable[..., Any], ref: Any) -> None:
         self.fun = fun
         self.ref = ref
         self.__name__ = getattr(fun, "__name__", "method")
@@ -31,7 +31,7 @@ class _WeakBound:
         return self.fun(obj, *args, **kwargs)
 
 
-def weak_partial(fun: Callable, obj: Any) -> Callable:
+def weak_partial(fun: Callable[..., Any], obj: Any) -> Callable[..., Any]:
     """``functools.partial(fun, obj)`` that holds `obj` weakly when it can."""
     try:
         return _WeakBound(fun, weakref.ref(obj))

@@ -108,7 +108,7 @@ def _ensemble(
     size: int,
     state_out_axes: Any,
     axis_name: Hashable | None,
-    mapping_fn: Callable,
+    mapping_fn: Callable[..., Any],
 ) -> dict[int | None, list[State]]:
     """Run ``module.init_all_states(**init_kwargs)`` once per member; the new states grouped by their axis."""
     kwargs = dict(init_kwargs or {})
@@ -191,7 +191,7 @@ def pmap2_new_states(
 
 
 def vmap_new_states(
-    fun: Callable | None = None,
+    fun: Callable[..., Any] | None = None,
     *,
     in_axes: Any = 0,
     out_axes: Any = 0,

@@ -19,7 +19,7 @@ __all__ = ["vmap2", "pmap2", "vmap"]
 
 @overload
 def vmap2(
-    fn: Callable,
+    fn: Callable[..., Any],
     *,
     in_axes: Any = 0,
     out_axes: Any = 0,
@@ -48,11 +48,11 @@ def vmap2(
     unexpected_out_state_mapping: str = "raise",
     static_argnums: int | Sequence[int] = (),
     static_argnames: str | Sequence[str] = (),
-) -> Callable[[Callable], StatefulMapping]: ...
+) -> Callable[[Callable[..., Any]], StatefulMapping]: ...
 
 
 def vmap2(
-    fn: Callable | None = None,
+    fn: Callable[..., Any] | None = None,
     *,
     in_axes: Any = 0,
     out_axes: Any = 0,
@@ -64,7 +64,7 @@ def vmap2(
     unexpected_out_state_mapping: str = "raise",
     static_argnums: int | Sequence[int] = (),
     static_argnames: str | Sequence[str] = (),
-) -> StatefulMapping | Callable[[Callable], StatefulMapping]:
+) -> StatefulMapping | Callable[[Callable[..., Any]], StatefulMapping]:
     """Vectorise `fn` over a mapped axis, like `jax.vmap`, batching the states it reads and writes.
 
     States selected by `state_in_axes` enter one lane at a time and are written back on the same axis; other
@@ -143,7 +143,7 @@ def vmap2(
 
 
 def pmap2(
-    fn: Callable | None = None,
+    fn: Callable[..., Any] | None = None,
     axis_name: Hashable | None = None,
     *,
     in_axes: Any = 0,
@@ -157,7 +157,7 @@ def pmap2(
     state_out_axes: Any = None,
     unexpected_out_state_mapping: str = "raise",
     static_argnames: str | Sequence[str] = (),
-) -> StatefulMapping | Callable[[Callable], StatefulMapping]:
+) -> StatefulMapping | Callable[[Callable[..., Any]], StatefulMapping]:
     """Map `fn` over devices, like `jax.pmap`, with the state semantics of `vmap2`.
 
     `static_broadcasted_argnums` and `donate_argnums` count the user's own arguments. Each signature compiles
@@ -184,7 +184,7 @@ def pmap2(
       >>> add(jnp.ones(n)).shape == (n,)
       True
     """
-    pmap_kwargs = {k: v for k, v in (("devices", devices), ("backend", backend)) if v is not None}
+    pmap_kwargs: dict[str, Any] = {k: v for k, v in (("devices", devices), ("backend", backend)) if v is not None}
 
     def make(f: Callable[..., Any]) -> StatefulMapping:
         config = MappingConfig.create(
@@ -236,7 +236,7 @@ def _states_of(group: Any, who: str, what: str) -> list[State]:
 
 
 def vmap(
-    fn: Callable | None = None,
+    fn: Callable[..., Any] | None = None,
     *,
     in_axes: Any = 0,
     out_axes: Any = 0,
@@ -245,7 +245,7 @@ def vmap(
     spmd_axis_name: Hashable | tuple[Hashable, ...] | None = None,
     in_states: Any = None,
     out_states: Any = None,
-) -> StatefulMapping | Callable[[Callable], StatefulMapping]:
+) -> StatefulMapping | Callable[[Callable[..., Any]], StatefulMapping]:
     """Legacy, declaration-based mapping: states are declared by instance in `in_states` / `out_states`.
 
     ``in_states={axis: {name: state}}`` (or ``{axis: [states]}``, or just states for axis 0) maps those states
