@@ -106,10 +106,9 @@ def _warm_case(cfg: Config, case: str, jit_outer: bool) -> list[dict[str, Any]]:
     t = interleaved(fns, cfg["rounds"], cfg["calls"])
     if jit_outer:
         title = f"warm call of sm.transform.jit(vmap2(f)), one batched state ({b}, {n})"
-        target = 1.3
     else:
         title = f"warm eager vmap2(f) call, one batched state ({b}, {n})"
-        target = 1.5
+    target = 1.1  # the engine-design issue's target for the shared dispatcher
     return [
         row(
             case,

@@ -422,8 +422,8 @@ def read_values(states: Sequence[State]) -> list[Any]:
     return [s._value if s._dead is None else _dead(s) for s in states]
 
 
-def write_back(states: Sequence[State], indices: Sequence[int], values: Sequence[Any], who: str | None = None) -> None:
-    """Write ``values[k]`` into ``states[indices[k]]``: the one write-back of every transform.
+def write_back(states: Sequence[State], updates: dict[int, Any], who: str | None = None) -> None:
+    """Write ``updates[i]`` into ``states[i]`` for every key ``i``: the one write-back of every transform.
 
     Inside a trace the writes are recorded in the enclosing frames (their views change). Outside, they are
     committed together under a lock, so a thread never sees half of another thread's write-back (when two
@@ -431,14 +431,14 @@ def write_back(states: Sequence[State], indices: Sequence[int], values: Sequence
     refused outside any trace, before anything is written (a plain `jax.jit` around a stateful call).
     """
     if _CONTEXT.stack:
-        for i, v in zip(indices, values, strict=True):
+        for i, v in updates.items():
             states[i].value = v
         return
     if who is not None:
-        for i, v in zip(indices, values, strict=True):
+        for i, v in updates.items():
             states[i]._check_no_tracer(v, who)
     with _WRITE_LOCK:
-        for i, v in zip(indices, values, strict=True):
+        for i, v in updates.items():
             s = states[i]
             s._value = v
             s._dead = None

@@ -103,8 +103,8 @@ class StateTrace:
         """Write the written states' values of this (exited) frame to the enclosing view."""
         from ._state import write_back
 
-        picked = [i for i, w in enumerate(self.written) if w]
-        write_back(self.states, picked, [self.values[i] for i in picked], self.name or "StateTrace")
+        updates = {i: self.values[i] for i, w in enumerate(self.written) if w}
+        write_back(self.states, updates, self.name or "StateTrace")
 
     def __enter__(self) -> StateTrace:
         CONTEXT.stack.append(self)

@@ -3,7 +3,6 @@
 import gc
 import weakref
 
-import jax
 import jax.numpy as jnp
 import pytest
 

@@ -118,7 +118,7 @@ def test_call_is_pure_jaxpr_parity():
 
 def test_jaxpr_call_wrong_number_of_states():
     f, _, _, _ = _counter()
-    with pytest.raises(ValueError, match=r"wrong number of state values(.|\n)*expected: 2 values(.|\n)*found:    1 values"):
+    with pytest.raises(ValueError, match=r"(?s)wrong number of state values.*expected: 2 values.*found:    1 values"):
         StatefulFunction(f).jaxpr_call([jnp.zeros(())], jnp.ones(2))
 
 

@@ -377,7 +377,7 @@ def test_write_back_refuses_tracers_outside_statemap_traces():
     t = sm.State(jnp.zeros(()), name="t")
 
     def f(x):
-        _state.write_back([t, s], [0, 1], [np.ones(()), x], "scan")
+        _state.write_back([t, s], {0: np.ones(()), 1: x}, "scan")
         return x
 
     with pytest.raises(sm.TraceContextError, match=r"scan: state 's'.*assigned a JAX tracer"):
@@ -394,7 +394,7 @@ def test_write_back_and_read_values_from_many_threads():
     def writer(k):
         barrier.wait()
         for _ in range(200):
-            _state.write_back(states, range(4), [jnp.full((), float(k))] * 4)
+            _state.write_back(states, {i: jnp.full((), float(k)) for i in range(4)})
             values = _state.read_values(states)
             assert all(v.shape == () for v in values)
 

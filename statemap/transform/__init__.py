@@ -1,10 +1,7 @@
 """Stateful transforms: jit, grad, control flow and state-aware mapping."""
 
-# --- control flow (issue 3): add re-exports below this line ---
 from ._conditions import cond as cond
 from ._conditions import switch as switch
-
-# --- autodiff (issue 3): add re-exports below this line ---
 from ._grad import GradientTransform as GradientTransform
 from ._grad import grad as grad
 from ._grad import hessian as hessian
@@ -18,8 +15,6 @@ from ._loops import scan as scan
 from ._loops import while_loop as while_loop
 from ._make_jaxpr import StatefulFunction as StatefulFunction
 from ._make_jaxpr import make_jaxpr as make_jaxpr
-
-# --- mapping (issue 4): add re-exports below this line ---
 from ._map import map as map
 from ._mapping import MappingPlan as MappingPlan
 from ._mapping import StatefulMapping as StatefulMapping
@@ -33,29 +28,30 @@ from ._vmap import vmap as vmap
 from ._vmap import vmap2 as vmap2
 
 __all__ = [
+    # compilation and inspection
     "JittedFunction",
     "StatefulFunction",
+    "checkpoint",
     "jit",
     "make_jaxpr",
-    # --- autodiff names ---
+    "remat",
+    # autodiff
     "GradientTransform",
     "grad",
     "hessian",
     "jacfwd",
     "jacrev",
     "vector_grad",
-    # --- control flow names ---
-    "checkpoint",
+    # control flow
     "cond",
     "for_loop",
-    "remat",
     "scan",
     "switch",
     "while_loop",
-    # --- mapping names ---
+    # mapping
     "MappingPlan",
-    "map",
     "StatefulMapping",
+    "map",
     "pmap2",
     "pmap2_new_states",
     "vmap",

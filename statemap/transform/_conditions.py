@@ -118,7 +118,8 @@ def _traced_branches(
     runners = [_branch_runner(ft, k, union) for k, ft in enumerate(flats)]
     state_leaves = union.values_to_leaves(read_values(union.states))
     res, new = call(runners, op_leaves, state_leaves)
-    write_back(union.states, union.written, union.leaves_to_values(union.written, new), who)
+    new_values = union.leaves_to_values(union.written, new)
+    write_back(union.states, dict(zip(union.written, new_values, strict=True)), who)
     return jax.tree_util.tree_unflatten(flats[0].entry.out_treedef, res)
 
 

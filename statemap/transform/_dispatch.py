@@ -139,36 +139,31 @@ class Dispatcher:
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self.calls += 1
-        if self._fast and not CONTEXT.stack:
+        if self._fast and not CONTEXT.stack:  # the hot path of every eager call: keep it flat
             for _ in range(_MAX_TRIES):
-                done, out = self._try_fast(args, kwargs)
-                if done:
-                    return out
+                known = self._known
+                states: list[Any] = [r() for r in known.refs]
+                try:
+                    values = read_values(states)
+                except AttributeError:  # a known state died: compact the list (new positions, new jax.jit)
+                    self._compact()
+                    continue
+                except TraceContextError:  # a known state holds a dead tracer: the traced path tells if it matters
+                    break
+                self._local.known = known
+                try:
+                    written, out = known.jitted(values, args, kwargs)
+                except NewStates as e:
+                    self._grow(e.states)
+                    continue
+                except StatemapError as e:
+                    raise without_jax_note(e) from None
+                except TypeError:
+                    CallSignature.of(self.spec, args, kwargs)  # raises a statemap ArgumentError naming a bad argument
+                    raise
+                write_back(states, written)
+                return out
         return self._call_traced(CallSignature.of(self.spec, args, kwargs))
-
-    def _try_fast(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
-        known = self._known
-        states: list[Any] = [r() for r in known.refs]
-        try:
-            values = read_values(states)
-        except AttributeError:  # a known state died: compact the list (new positions, new jax.jit)
-            self._compact()
-            return False, None
-        except TraceContextError:  # a known state holds a dead tracer: the traced path decides if it matters
-            return True, self._call_traced(CallSignature.of(self.spec, args, kwargs))
-        self._local.known = known
-        try:
-            written, out = known.jitted(values, args, kwargs)
-        except NewStates as e:
-            self._grow(e.states)
-            return False, None
-        except StatemapError as e:
-            raise without_jax_note(e) from None
-        except TypeError:
-            CallSignature.of(self.spec, args, kwargs)  # raises a statemap ArgumentError naming a bad argument
-            raise
-        write_back(states, tuple(written), tuple(written.values()))
-        return True, out
 
     def _body(self, values: list[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[int, Any], Any]:
         """Body of the fast path's `jax.jit` (traced by JAX for a new signature only).
@@ -199,7 +194,7 @@ class Dispatcher:
                 new_values, out = program.exe(sig.leaves, values)
             except StaleProgram:
                 continue
-            write_back(states, program.writes, new_values)
+            write_back(states, dict(zip(program.writes, new_values, strict=True)))
             return out
         raise _bug(self.spec.who)
 
@@ -220,7 +215,7 @@ class Dispatcher:
 def run_program(program: Program, states: list[State], leaves: list[Any]) -> Any:
     """Run a program once through its compiled form and write back (for programs that are not cached)."""
     new_values, out = program.exe(leaves, read_values(states))
-    write_back(states, program.writes, new_values)
+    write_back(states, dict(zip(program.writes, new_values, strict=True)))
     return out
 
 

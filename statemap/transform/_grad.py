@@ -363,7 +363,7 @@ class GradientTransform:
         diff = (grad_vals, tuple(args[p] for p in positions))
         pure = self._pure(entry, slots, others, args, kwargs, positions)
         derivs, (value, aux, new_values) = self._apply(pure, diff, self._options)
-        write_back(entry.states, entry.out_states, new_values)
+        write_back(entry.states, dict(zip(entry.out_states, new_values, strict=True)))
         derivs = self._restructure(derivs, jax.tree_util.tree_structure(diff), value, pick)
         out: tuple[Any, ...] = (derivs,)
         if self._return_value:

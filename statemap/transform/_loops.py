@@ -215,7 +215,7 @@ def _run_scan(
     )
     treedefs = ft.entry.state_treedefs
     new_values = [jax.tree_util.tree_unflatten(treedefs[i], s_final[j]) for j, i in enumerate(carried)]
-    write_back(ft.entry.states, carried, new_values, who)
+    write_back(ft.entry.states, dict(zip(carried, new_values, strict=True)), who)
     ys_tree = jax.tree_util.tree_unflatten(y_tree, ys)
     if star:
         return ys_tree
@@ -337,6 +337,31 @@ def for_loop(
     return _run_scan(who, stateful(f, who), None, xs, length, reverse, unroll, progress_bar, star=True)
 
 
+def _check_cond(cnd: FlatTraced, who: str) -> None:
+    """`cond_fun` only reads states and returns a boolean scalar."""
+    for i in cnd.entry.out_states:
+        raise ControlFlowError(
+            message(
+                who,
+                f"cond_fun writes {describe_state(cnd.entry.states[i])}",
+                "a cond_fun that only reads states",
+                "a write in cond_fun",
+                "move the write (random draws too) into body_fun",
+            )
+        )
+    out = cnd.result_avals
+    if len(out) != 1 or out[0].shape != () or out[0].dtype != jnp.bool_:
+        raise ControlFlowError(
+            message(
+                who,
+                "cond_fun must return a boolean scalar",
+                "bool[]",
+                ", ".join(short_aval(a) for a in out) or "no output",
+                "return a scalar comparison, e.g. `x < 10` or `jnp.all(...)`",
+            )
+        )
+
+
 def while_loop(cond_fun: Callable[..., Any], body_fun: Callable[..., Any], init_val: Any) -> Any:
     """Run ``val = body_fun(val)`` while ``cond_fun(val)``, like `jax.lax.while_loop`, with states.
 
@@ -390,27 +415,7 @@ def while_loop(cond_fun: Callable[..., Any], body_fun: Callable[..., Any], init_
         body = trace_body(avals)
     _check_carry(who, "body_fun", names, avals, body.result_avals, body)
     cnd = FlatTraced(cond_sf.trace(jax.tree_util.tree_unflatten(tree, avals)))
-    for i in cnd.entry.out_states:
-        raise ControlFlowError(
-            message(
-                who,
-                f"cond_fun writes {describe_state(cnd.entry.states[i])}",
-                "a cond_fun that only reads states",
-                "a write in cond_fun",
-                "move the write (random draws too) into body_fun",
-            )
-        )
-    out = cnd.result_avals
-    if len(out) != 1 or out[0].shape != () or out[0].dtype != jnp.bool_:
-        raise ControlFlowError(
-            message(
-                who,
-                "cond_fun must return a boolean scalar",
-                "bool[]",
-                ", ".join(short_aval(a) for a in out) or "no output",
-                "return a scalar comparison, e.g. `x < 10` or `jnp.all(...)`",
-            )
-        )
+    _check_cond(cnd, who)
 
     union = StateUnion([body, cnd])
     carried = union.written
@@ -426,7 +431,7 @@ def while_loop(cond_fun: Callable[..., Any], body_fun: Callable[..., Any], init_
         [state_leaves[p] for p in carried],
         [state_leaves[p] for p in invariant],
     )
-    write_back(union.states, carried, union.leaves_to_values(carried, s_final), who)
+    write_back(union.states, dict(zip(carried, union.leaves_to_values(carried, s_final), strict=True)), who)
     return jax.tree_util.tree_unflatten(tree, c_final)
 
 

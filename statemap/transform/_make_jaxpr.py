@@ -330,7 +330,7 @@ class StatefulFunction:
         entry = self.lookup(sig)
         states = entry.states
         new_values, out = entry.call_flat(sig.leaves, read_values(states))
-        write_back(states, entry.out_states, new_values)
+        write_back(states, dict(zip(entry.out_states, new_values, strict=True)))
         return out
 
 

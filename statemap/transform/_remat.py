@@ -54,7 +54,7 @@ class _Checkpointed:
         if run is None:
             run = self._runners[entry] = _checkpointed(entry, self._prevent_cse, self._policy)
         new_values, result = run(arg_leaves, read_values(entry.states))
-        write_back(entry.states, entry.out_states, new_values, "checkpoint")
+        write_back(entry.states, dict(zip(entry.out_states, new_values, strict=True)), "checkpoint")
         return result
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
