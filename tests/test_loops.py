@@ -552,3 +552,23 @@ def test_exception_in_a_nested_branch_restores_every_state():
     assert_tree_close((a.value, b.value), (jnp.zeros(2), jnp.ones(())))
     np.testing.assert_array_equal(key_data(sm.random.DEFAULT.value), default_key)
     assert_clean(a, b)
+
+
+def test_loop_caches_do_not_keep_a_fresh_function_s_states_alive():
+    import gc
+    import weakref
+
+    refs = []
+    for _ in range(3):
+        s = sm.State(jnp.zeros(1000), name="big")
+
+        def body(x, s=s):
+            s.value = s.value + x
+            return x
+
+        T.for_loop(body, jnp.ones(2))
+        T.while_loop(lambda v: v < 2, lambda v, s=s: _set(s, s.value + 1.0, v + 1), 0)
+        refs.append(weakref.ref(s))
+        del s, body
+    gc.collect()
+    assert all(r() is None for r in refs), "a loop's compiled-plan cache keeps the states of dead functions alive"

@@ -193,11 +193,11 @@ class StateUnion:
       in_avals / treedefs: Per state, the abstract values of its leaves and its pytree structure.
     """
 
-    __slots__ = ("states", "written", "maps", "in_avals", "treedefs", "writes")
+    __slots__ = ("_refs", "written", "maps", "in_avals", "treedefs", "writes")
 
     def __init__(self, flats: Sequence[FlatTraced]) -> None:
         index: dict[int, int] = {}
-        self.states: list[State] = []
+        states: list[State] = []
         self.in_avals: list[list[Any]] = []
         self.treedefs: list[Any] = []
         self.maps: list[list[int]] = []
@@ -208,14 +208,24 @@ class StateUnion:
             for i, s in enumerate(e.states):
                 p = index.get(id(s))
                 if p is None:
-                    p = index[id(s)] = len(self.states)
-                    self.states.append(s)
+                    p = index[id(s)] = len(states)
+                    states.append(s)
                     self.in_avals.append(ft.state_in_avals[i])
                     self.treedefs.append(e.state_treedefs[i])
                 positions.append(p)
             self.maps.append(positions)
             self.writes.append({positions[i]: k for k, i in enumerate(e.out_states)})
         self.written = sorted({p for w in self.writes for p in w})
+        # Held weakly: a union is part of a loop's compiled-plan key, which must not keep states alive
+        # (tests/test_loops.py::test_loop_caches_do_not_keep_a_fresh_function_s_states_alive).
+        self._refs = tuple(weakref.ref(x) for x in states)
+
+    @property
+    def states(self) -> list[State]:
+        out = [r() for r in self._refs]
+        if any(x is None for x in out):
+            raise ReferenceError("a state of these traced functions no longer exists; trace them again")
+        return out  # type: ignore[return-value]
 
     def gather(self, k: int, leaves_by_position: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
         """The state leaves function `k` takes, from leaves given per union position."""
