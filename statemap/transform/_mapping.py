@@ -223,9 +223,10 @@ class StatefulMapping:
 
     def __getattr__(self, attr: str) -> Any:
         field = _CONFIG_ATTRIBUTES.get(attr)
-        if field is None or attr.startswith("__"):
+        config = self.__dict__.get("config")
+        if field is None or config is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
-        return getattr(self.__dict__["config"], field)
+        return getattr(config, field)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._dispatcher(args, kwargs)
