@@ -207,7 +207,16 @@ class StatefulMapping:
 
     @classmethod
     def from_config(cls, fun: Callable[..., Any], config: MappingConfig) -> StatefulMapping:
-        """The mapping of `fun` with a complete, validated config (what the front-ends build)."""
+        """The mapping of `fun` with a complete, validated config (what the front-ends build).
+
+        Example:
+          >>> from statemap.transform._mapping_config import MappingConfig
+          >>> f = lambda x: x * 2
+          >>> config = MappingConfig.create(f, name="doubled", in_axes=0)
+          >>> m = sm.transform.StatefulMapping.from_config(f, config)
+          >>> m(jnp.arange(3.0)), m.name
+          (Array([0., 2., 4.], dtype=float32), 'doubled')
+        """
         self = cls.__new__(cls)
         self._setup(fun, config)
         return self

@@ -52,6 +52,12 @@ class MappingConfig:
       mapping_fn / mapping_kwargs: The JAX mapping and its extra keyword arguments.
       donate_argnums: Arguments (the user's numbering) whose buffers `pmap` may reuse.
       option_names: How messages name the two state options (the legacy `vmap` says in_states/out_states).
+
+    Example:
+      >>> from statemap.transform._mapping_config import MappingConfig
+      >>> config = MappingConfig.create(lambda self, x: x, name="vmap2", in_axes=(None, 0), static_argnums=0)
+      >>> config.bind_first().in_axes, config.bind_first().args.static_argnums
+      ((0,), ())
     """
 
     args: ArgSpec
