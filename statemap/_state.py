@@ -31,6 +31,23 @@ __all__ = [
 
 _CONTEXT = _trace.CONTEXT
 
+# The generation of the world of states: bumped when a state is created outside any statemap trace, or bound to
+# a module attribute (`Module.__setattr__`, e.g. by `init_state()`). Every cache of a traced function stamps
+# what it found with the generation it saw and checks it before reuse (one integer comparison); on a mismatch
+# it traces again and keeps its compiled code when the function still touches the same states
+# (ARCHITECTURE.md, "Cache validity"). A list, so that readers always see the current number.
+_GENERATION = [0]
+
+
+def generation() -> int:
+    """The current generation of states (see `_GENERATION`)."""
+    return _GENERATION[0]
+
+
+def new_generation() -> None:
+    """Start a new generation: cached traces are checked again before their next use."""
+    _GENERATION[0] += 1
+
 
 def _is_library_frame(module: str) -> bool:
     """Frames of statemap's private modules, JAX, functools and contextlib: not where a user makes a state."""
@@ -90,6 +107,8 @@ class State:
             setattr(self, key, val)
         for catcher in _CONTEXT.catchers:
             catcher.add(self)
+        if not _CONTEXT.stack:  # a state made inside a trace is local to it unless bound to a module
+            new_generation()
 
     # -- identity -------------------------------------------------------------------------------------------
     @property
@@ -245,8 +264,7 @@ class State:
             raise StateStructureError(
                 message(
                     "State.value",
-                    f"{describe_state(self)} was written, inside a transform, with a value of another "
-                    "pytree structure",
+                    f"{describe_state(self)} was written, inside a transform, with a value of another pytree structure",
                     f"structure {old}",
                     f"structure {new}",
                     "keep the structure fixed inside transforms (write arrays of any shape into the same "
@@ -391,7 +409,6 @@ class HiddenState(ShortTermState):
         return tuple(self._value.shape)
 
 
-
 # -- the value protocol of transforms ---------------------------------------------------------------------------
 # Transforms read and write states only through these functions: they are the one place (besides the `value`
 # property) that knows where a value lives (a trace frame's view, or the committed value) and how a write-back
@@ -442,6 +459,11 @@ def write_back(states: Sequence[State], updates: dict[int, Any], who: str | None
             s = states[i]
             s._value = v
             s._dead = None
+
+
+def set_path(state: State, path: tuple[Any, ...]) -> None:
+    """Record where `state` lives in its module tree (`Module` calls this; filters read `state.path`)."""
+    state._path = path
 
 
 def mark_dead(states: Sequence[State], who: str) -> None:

@@ -66,9 +66,7 @@ def main() -> None:
     net = LIF(neurons)
     sm.transform.vmap2_new_states(net, {}, axis_size=members)
     v0 = net.V.value
-    print(
-        f"ensemble of {members} LIF populations x {neurons} neurons; initial V[:, 0] = {np.round(v0[:, 0], 3)}"
-    )
+    print(f"ensemble of {members} LIF populations x {neurons} neurons; initial V[:, 0] = {np.round(v0[:, 0], 3)}")
 
     # Member m receives input current 1.05 + 0.05 * m: stronger drive, more spikes.
     drive = 1.05 + 0.05 * jnp.arange(members, dtype=jnp.float32)

@@ -67,9 +67,7 @@ def test_row_target_logic() -> None:
     r = row("x", "t", "m", "µs/state", 1.2, 1.0, "<", 1.0, target_of="overhead", overhead=0.2)
     assert r["met"] is True
     assert row("x", "t", "m", "µs", None, 1.0, "<=", 1.5)["met"] is None
-    table = markdown_table(
-        [r, {"case": "y", "title": "t", "skipped": "why", "ratio": None, "met": None}], False
-    )
+    table = markdown_table([r, {"case": "y", "title": "t", "skipped": "why", "ratio": None, "met": None}], False)
     assert "| x |" in table and "skipped:** why" in table
 
 

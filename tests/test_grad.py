@@ -27,9 +27,7 @@ def assert_tree_close(a, b):
 
 
 def no_tracers(*states):
-    return not any(
-        isinstance(leaf, jax.core.Tracer) for s in states for leaf in jax.tree_util.tree_leaves(s._value)
-    )
+    return not any(isinstance(leaf, jax.core.Tracer) for s in states for leaf in jax.tree_util.tree_leaves(s._value))
 
 
 W0 = jnp.array([[1.0, -2.0], [0.5, 3.0]])

@@ -272,9 +272,7 @@ def test_policy_raise_is_the_default_and_names_the_state():
 def test_policy_warn_scatters_on_axis_0():
     c, step = _accumulator()
     f = vmap2(step, unexpected_out_state_mapping="warn")
-    with pytest.warns(
-        UserWarning, match=r"vmap2: state 'c' .*written per lane but is not declared.*axis 0 of size 3"
-    ):
+    with pytest.warns(UserWarning, match=r"vmap2: state 'c' .*written per lane but is not declared.*axis 0 of size 3"):
         out = f(jnp.arange(3.0))
     np.testing.assert_array_equal(out, [0.0, 2.0, 4.0])
     np.testing.assert_array_equal(c.value, [0.0, 1.0, 2.0])
@@ -337,9 +335,7 @@ def test_policy_auto_warm_calls_do_not_retrace():
 
 @pytest.mark.parametrize("policy", ["bogus", "Raise", None, 0])
 def test_invalid_policy_rejected_at_construction(policy):
-    with pytest.raises(
-        ValueError, match=r"unexpected_out_state_mapping=.* is not a policy(?s:.*)fix: +use 'raise'"
-    ):
+    with pytest.raises(ValueError, match=r"unexpected_out_state_mapping=.* is not a policy(?s:.*)fix: +use 'raise'"):
         SM(lambda x: x, unexpected_out_state_mapping=policy)
     with pytest.raises(ValueError, match="is not a policy"):
         vmap2(lambda x: x, unexpected_out_state_mapping=policy)
@@ -369,9 +365,7 @@ def test_return_only_write_false_writes_back_read_states():
 def test_axis_env_names_axes_for_collectives():
     f = SM(lambda x: jax.lax.psum(x, "outer") + x, axis_env=[("outer", 2)])
     out = jax.vmap(f, axis_name="outer")(jnp.arange(6.0).reshape(2, 3))
-    want = jax.vmap(jax.vmap(lambda x: jax.lax.psum(x, "outer") + x), axis_name="outer")(
-        jnp.arange(6.0).reshape(2, 3)
-    )
+    want = jax.vmap(jax.vmap(lambda x: jax.lax.psum(x, "outer") + x), axis_name="outer")(jnp.arange(6.0).reshape(2, 3))
     assert_tree_close(out, want)
     assert f.axis_env == (("outer", 2),)
 
@@ -593,9 +587,7 @@ def test_path_filter_inside_a_nested_module_selects_per_lane_params():
             self.layers = [Layer()]
 
     m = Model()
-    f = vmap2(
-        lambda x: m.layers[0].w.value * x + m.layers[0].b.value, in_axes=None, state_in_axes=PathContains("w")
-    )
+    f = vmap2(lambda x: m.layers[0].w.value * x + m.layers[0].b.value, in_axes=None, state_in_axes=PathContains("w"))
     out = f(jnp.ones(2))
     assert_tree_close(out, jnp.arange(6.0).reshape(3, 2) + 1)
 
@@ -630,9 +622,7 @@ def test_own_random_state_split_per_lane():
     f = vmap2(lambda x: rng.normal(size=()) + x)
     out = f(jnp.zeros(3))
     assert len(set(np.asarray(out).tolist())) == 3
-    np.testing.assert_array_equal(
-        jax.random.key_data(rng.value), jax.random.key_data(jax.random.split(k0, 4)[0])
-    )
+    np.testing.assert_array_equal(jax.random.key_data(rng.value), jax.random.key_data(jax.random.split(k0, 4)[0]))
     assert f.explain(jnp.zeros(3)).rows[0]["in_axis"] == "split-rng"
 
 
@@ -989,10 +979,7 @@ _ERROR_CASES = {
 def test_errors_name_the_culprit_and_leave_states_untouched(case):
     options, args, exc, pattern = _ERROR_CASES[case]
     s, r = _states_for_errors()
-    options = {
-        k: ({a: [s] for a in v} if isinstance(v, dict) and "S" in v.values() else v)
-        for k, v in options.items()
-    }
+    options = {k: ({a: [s] for a in v} if isinstance(v, dict) and "S" in v.values() else v) for k, v in options.items()}
     kwargs = options.pop("_kwargs", {})
     args = tuple(s if a is _STATE else a for a in args)
     f = vmap2(_err_step(s, r), **options)
@@ -1090,9 +1077,7 @@ _OK_ERRORS = (sm.StatemapError,)
     axis_size=st.one_of(st.none(), st.integers(1, 3)),
     aligned=st.booleans(),
 )
-def test_property_matches_jax_or_names_the_culprit(
-    x_shape, x_axis, s_shape, s_axis, out_axis, axis_size, aligned
-):
+def test_property_matches_jax_or_names_the_culprit(x_shape, x_axis, s_shape, s_axis, out_axis, axis_size, aligned):
     if aligned:  # most draws would fail on sizes alone: make the mapped axes agree half of the time
         size = axis_size or 2
         for shape, axis in ((x_shape, x_axis), (s_shape, s_axis)):

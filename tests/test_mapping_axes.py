@@ -95,9 +95,7 @@ def test_mixed_list_of_state_and_filter():
 
 @pytest.mark.parametrize("key", ["x", 1.0, True, OfType(sm.State)])
 def test_non_axis_key_is_a_type_error(key):
-    with pytest.raises(
-        TypeError, match=r"vmap2: state_in_axes has the key .*which is not an axis(?s:.*)fix:"
-    ):
+    with pytest.raises(TypeError, match=r"vmap2: state_in_axes has the key .*which is not an axis(?s:.*)fix:"):
         _norm({key: sm.State(0.0, name="s"), 0: "tag"})
 
 
@@ -107,9 +105,7 @@ def test_unusable_selector_is_a_type_error():
 
 
 def test_normalised_on_the_public_object():
-    m = sm.transform.StatefulMapping(
-        lambda x: x, state_in_axes="fast", state_out_axes={1: sm.ParamState, None: ...}
-    )
+    m = sm.transform.StatefulMapping(lambda x: x, state_in_axes="fast", state_out_axes={1: sm.ParamState, None: ...})
     assert m.state_in_axes == {0: WithTag("fast")}
     assert list(m.state_out_axes) == [1, None]
     assert m.state_out_axes[1] == OfType(sm.ParamState)
@@ -181,9 +177,7 @@ def test_arg_leaf_axes_length_mismatch_names_the_counts():
 
 
 def test_arg_leaf_axes_not_a_prefix_names_the_argument():
-    with pytest.raises(
-        sm.BatchAxisError, match=r"pmap2: in_axes entry for argument 1 is not a pytree prefix"
-    ):
+    with pytest.raises(sm.BatchAxisError, match=r"pmap2: in_axes entry for argument 1 is not a pytree prefix"):
         arg_leaf_axes((0, {"zz": 0}), (jnp.ones(2), {"a": jnp.ones(2)}), {}, "pmap2")
 
 
@@ -196,9 +190,7 @@ def test_prefix_leaf_axes():
         prefix_leaf_axes({"a": 0}, tree)
 
 
-@pytest.mark.parametrize(
-    "good", [0, -1, None, (0, None), [1, 0], ({"a": 0, "b": None}, 0), ((0, (None, 1)),)]
-)
+@pytest.mark.parametrize("good", [0, -1, None, (0, None), [1, 0], ({"a": 0, "b": None}, 0), ((0, (None, 1)),)])
 def test_check_in_axes_type_accepts(good):
     check_in_axes_type(good, "vmap2")
 
@@ -227,17 +219,13 @@ def test_leaf_size():
 
 @pytest.mark.parametrize("axis", [3, -4, 10])
 def test_leaf_size_out_of_range_names_where(axis):
-    with pytest.raises(
-        sm.BatchAxisError, match=rf"vmap2: argument 1\['a'\] is mapped on axis {axis} but has only 3"
-    ):
+    with pytest.raises(sm.BatchAxisError, match=rf"vmap2: argument 1\['a'\] is mapped on axis {axis} but has only 3"):
         leaf_size(jnp.ones((2, 3, 4)), axis, "vmap2", "argument 1['a']")
 
 
 @pytest.mark.parametrize("leaf", [1.0, 3, None, "s"])
 def test_leaf_size_non_array_names_where(leaf):
-    with pytest.raises(
-        sm.BatchAxisError, match=r"vmap2: keyword argument\['k'\] is mapped on axis 0 but is not an"
-    ):
+    with pytest.raises(sm.BatchAxisError, match=r"vmap2: keyword argument\['k'\] is mapped on axis 0 but is not an"):
         leaf_size(leaf, 0, "vmap2", "keyword argument['k']")
 
 
@@ -283,9 +271,7 @@ _BAD = st.sampled_from([1.5, "a", True, b"x"])
 @given(
     spec=st.recursive(
         st.one_of(_AXIS, _BAD),
-        lambda inner: st.one_of(
-            st.lists(inner, max_size=3).map(tuple), st.dictionaries(st.sampled_from("ab"), inner)
-        ),
+        lambda inner: st.one_of(st.lists(inner, max_size=3).map(tuple), st.dictionaries(st.sampled_from("ab"), inner)),
         max_leaves=4,
     )
 )

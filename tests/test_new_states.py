@@ -250,9 +250,7 @@ def test_vmap_new_states_excludes_states():
 
 def test_vmap_new_states_rejects_declarations():
     s = sm.State(jnp.zeros(2))
-    with pytest.raises(
-        ValueError, match=r"vmap_new_states: in_states/out_states are not accepted(?s:.*)fix:"
-    ):
+    with pytest.raises(ValueError, match=r"vmap_new_states: in_states/out_states are not accepted(?s:.*)fix:"):
         sm.transform.vmap_new_states(lambda: None, in_states={0: [s]})
     with pytest.raises(ValueError, match="axis_size must be a positive int"):
         sm.transform.vmap_new_states(lambda: None, axis_size=0)

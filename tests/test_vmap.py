@@ -123,9 +123,7 @@ def test_axis_size_with_no_mapped_inputs():
         vmap2(lambda c: c * 2, in_axes=None, axis_size=4)(jnp.ones(2)),
         jax.vmap(lambda c: c * 2, in_axes=None, axis_size=4)(jnp.ones(2)),
     )
-    assert_tree_close(
-        vmap2(lambda: jax.lax.axis_index("i"), in_axes=(), axis_size=3, axis_name="i")(), jnp.arange(3)
-    )
+    assert_tree_close(vmap2(lambda: jax.lax.axis_index("i"), in_axes=(), axis_size=3, axis_name="i")(), jnp.arange(3))
 
 
 def test_python_scalar_unmapped_args_and_numpy_inputs():
@@ -212,9 +210,7 @@ def test_decorator_forms_and_options():
     assert step.name == "vmap2" and step.axis_name == "i" and step.mapping_fn is jax.vmap
     np.testing.assert_allclose(step(jnp.arange(3.0)), [-1.0, 0.0, 1.0])
     spmd = vmap2(lambda x: x * 2, spmd_axis_name="d")
-    assert isinstance(spmd.mapping_fn, functools.partial) and spmd.mapping_fn.keywords == {
-        "spmd_axis_name": "d"
-    }
+    assert isinstance(spmd.mapping_fn, functools.partial) and spmd.mapping_fn.keywords == {"spmd_axis_name": "d"}
     np.testing.assert_array_equal(spmd(jnp.ones(2)), [2.0, 2.0])
 
 

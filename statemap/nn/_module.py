@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .._state import State
+from .._state import State, new_generation, set_path
 from ..util.filter import Everything, Path, to_predicate
 
 __all__ = ["Module"]
@@ -56,9 +56,13 @@ class Module:
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
+        bound = False
         for path, node in _walk(value, (name,), set()):
             if isinstance(node, State):
-                node._path = path
+                set_path(node, path)
+                bound = True
+        if bound:  # e.g. `init_state()`: cached traces must find the new states (statemap._state.generation)
+            new_generation()
 
     def nodes(self) -> dict[Path, Any]:
         """Ordered mapping path → State or Module of everything reachable from this module (itself at ``()``).
@@ -89,7 +93,7 @@ class Module:
         out: dict[Path, State] = {}
         for path, node in _walk(self, (), set()):
             if isinstance(node, State):
-                node._path = path
+                set_path(node, path)
                 if pred(path, node):
                     out[path] = node
         return out

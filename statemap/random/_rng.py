@@ -143,9 +143,7 @@ class RandomState(State, SamplerMethods):
             ) from None
         if num < 1:
             raise ValueError(
-                message(
-                    "split_key", "n is less than 1", "None (one key) or an int >= 1", f"n={num}", "pass n > 0"
-                )
+                message("split_key", "n is less than 1", "None (one key) or an int >= 1", f"n={num}", "pass n > 0")
             )
         keys = jax.random.split(self.value, num + 1)
         self.value = keys[0]

@@ -50,9 +50,7 @@ def _dim(who: str, what: str, d: Any) -> int:
             )
         ) from None
     if n < 0:
-        raise ValueError(
-            message(who, f"{what} is negative", "non-negative ints", f"{n}", "use sizes >= 0")
-        )
+        raise ValueError(message(who, f"{what} is negative", "non-negative ints", f"{n}", "use sizes >= 0"))
     return n
 
 
@@ -110,8 +108,7 @@ def _fit(x: ArrayLike, shape: tuple[int, ...], dtype: Any = None) -> Array:
 def _check_key(who: str, key: Any) -> Any:
     dtype = getattr(key, "dtype", None)
     if dtype is not None and (
-        jnp.issubdtype(dtype, jax.dtypes.prng_key)
-        or (np.dtype(dtype) == np.uint32 and np.shape(key)[-1:] == (2,))
+        jnp.issubdtype(dtype, jax.dtypes.prng_key) or (np.dtype(dtype) == np.uint32 and np.shape(key)[-1:] == (2,))
     ):
         return key
     raise TypeError(
@@ -150,9 +147,7 @@ def _uniform(key: Any, low: ArrayLike, high: ArrayLike, size: Size, dtype: DType
     return jax.random.uniform(key, shape, dtype, _fit(low, shape), _fit(high, shape))
 
 
-def _normal(
-    key: Any, loc: ArrayLike | None, scale: ArrayLike | None, size: Size, dtype: DTypeLike | None
-) -> Array:
+def _normal(key: Any, loc: ArrayLike | None, scale: ArrayLike | None, size: Size, dtype: DTypeLike | None) -> Array:
     shape = _shape_of("normal", size, loc=loc, scale=scale)
     x = jax.random.normal(key, shape, dtype)
     if scale is not None:
@@ -453,9 +448,7 @@ class SamplerMethods:
         """
         return self._sample("choice", key, _choice, a, size, replace, p)
 
-    def permutation(
-        self, x: int | ArrayLike, axis: int = 0, independent: bool = False, key: Any = None
-    ) -> Array:
+    def permutation(self, x: int | ArrayLike, axis: int = 0, independent: bool = False, key: Any = None) -> Array:
         """A permutation of ``range(x)`` (int `x`), or of an array along `axis`.
 
         Args:
@@ -503,9 +496,7 @@ class SamplerMethods:
         """
         return self._sample("exponential", key, _exponential, scale, size)
 
-    def gamma(
-        self, shape: ArrayLike, scale: ArrayLike | None = None, size: Size = None, key: Any = None
-    ) -> Array:
+    def gamma(self, shape: ArrayLike, scale: ArrayLike | None = None, size: Size = None, key: Any = None) -> Array:
         """Gamma samples with shape `shape` and scale `scale` (NumPy's parametrisation).
 
         Args:

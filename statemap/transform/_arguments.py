@@ -257,6 +257,16 @@ class CallSignature:
             sig = _leaf_signatures(leaves, treedef, spec.who)
         return cls(args, kwargs, pos, names, dyn_args, dyn_kwargs, leaves, treedef, (treedef, sig, statics))
 
+    def abstract(self) -> CallSignature:
+        """The same signature holding abstract leaves and only the static arguments (no arrays kept alive).
+
+        Its key is this signature's key, so a cache can trace it again later (`Dispatcher` revalidation).
+        """
+        args = tuple(a if i in self.static_pos else None for i, a in enumerate(self.args))
+        kwargs = {k: v for k, v in self.kwargs.items() if k in self.static_names}
+        leaves: list[Any] = [abstract(x) for x in self.leaves]
+        return dataclasses.replace(self, args=args, kwargs=kwargs, dyn_args=(), dyn_kwargs={}, leaves=leaves)
+
     def leaf_names(self) -> list[str]:
         """``args[0]['w']``-style names of the dynamic leaves, in flattening order (for messages)."""
         return _leaf_names(self.treedef)

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import jax
 
 from .._errors import MappingRuntimeError, StatemapError, TraceContextError, without_jax_note
-from .._state import State, read_values, write_back
+from .._state import State, generation, read_values, write_back
 from .._trace import CONTEXT
 from ._arguments import ArgSpec, CallSignature, value_signature
 
@@ -98,16 +98,20 @@ class _Known:
     comes with a new `jax.jit` whose cache starts empty.
     """
 
-    __slots__ = ("refs", "index", "jitted")
+    __slots__ = ("refs", "index", "jitted", "generation")
 
-    def __init__(self, refs: tuple[weakref.ref[State], ...], jitted: Callable[..., Any]) -> None:
+    def __init__(self, refs: tuple[weakref.ref[State], ...], jitted: Callable[..., Any], generation: int) -> None:
         self.refs = refs
         self.index: dict[int, int] = {id(r()): i for i, r in enumerate(refs)}
         self.jitted = jitted
+        self.generation = generation  # the generation of states every compiled signature was checked against
 
     def grown(self, states: Sequence[State]) -> _Known:
         new = [weakref.ref(s) for s in states if id(s) not in self.index]
-        return _Known(self.refs + tuple(new), self.jitted)
+        return _Known(self.refs + tuple(new), self.jitted, self.generation)
+
+    def stamped(self, generation: int) -> _Known:
+        return _Known(self.refs, self.jitted, generation)
 
 
 Resolve = Callable[[CallSignature, bool], tuple[Program, list[State]]]
@@ -131,17 +135,21 @@ class Dispatcher:
         self._jit_kwargs = dict(jit_kwargs or {})
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._seen: dict[Hashable, tuple[CallSignature, Program]] = {}  # signatures the fast path compiled
         self._known = self._empty()
         self.calls = 0  # number of calls (cache statistics of the transforms)
 
     def _empty(self, refs: tuple[weakref.ref[State], ...] = ()) -> _Known:
-        return _Known(refs, jax.jit(self._body, **self._jit_kwargs))
+        return _Known(refs, jax.jit(self._body, **self._jit_kwargs), generation())
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self.calls += 1
         if self._fast and not CONTEXT.stack:  # the hot path of every eager call: keep it flat
             for _ in range(_MAX_TRIES):
                 known = self._known
+                if known.generation != generation():  # states were created or re-bound since: check again
+                    self._revalidate(known)
+                    continue
                 states: list[Any] = [r() for r in known.refs]
                 try:
                     values = read_values(states)
@@ -183,6 +191,7 @@ class Dispatcher:
                 new_values, out = program.run(sig.leaves, [values[p] for p in pos])
             except StaleProgram:
                 continue
+            self._seen[sig.key] = (sig.abstract(), program)
             return {pos[i]: v for i, v in zip(program.writes, new_values, strict=True)}, out
         raise _bug(self.spec.who)
 
@@ -198,17 +207,39 @@ class Dispatcher:
             return out
         raise _bug(self.spec.who)
 
+    def _revalidate(self, known: _Known) -> None:
+        """After a new generation of states: trace every compiled signature again (abstractly, no compile).
+
+        When each still resolves to the same program (same states, same roles), the compiled code stays;
+        otherwise the fast path starts over with a new `jax.jit` (positions and programs changed).
+        """
+        gen = generation()
+        kept = all(self._same_program(sig, program) for sig, program in list(self._seen.values()))
+        with self._lock:
+            if self._known is known:
+                if not kept:
+                    self._seen = {}
+                self._known = known.stamped(gen) if kept else self._empty()
+
+    def _same_program(self, sig: CallSignature, program: Program) -> bool:
+        try:
+            return self._resolve(sig, False)[0] is program
+        except Exception:  # the call itself will trace again and raise, naming the problem
+            return False
+
     def _grow(self, states: list[State]) -> None:
         with self._lock:
             self._known = self._known.grown(states)
 
     def _compact(self) -> None:
         with self._lock:
+            self._seen = {}
             self._known = self._empty(tuple(r for r in self._known.refs if r() is not None))
 
     def clear(self) -> None:
         """Forget the known states and the fast path's compiled code."""
         with self._lock:
+            self._seen = {}
             self._known = self._empty()
 
 

@@ -25,7 +25,7 @@ from jax.extend import core as jex_core
 
 from .. import _compat
 from .._errors import StateArgumentError, StatemapError, describe_state, message, without_jax_note
-from .._state import State, mark_dead, peek, read_values, write_back
+from .._state import State, generation, mark_dead, peek, read_values, write_back
 from .._trace import StateTrace, catch_new_states
 from ._arguments import ArgSpec, CallSignature, shape_struct, value_signature
 
@@ -44,6 +44,8 @@ class Traced:
       state_treedefs / state_nleaves: Per state, the pytree structure and number of leaves of its value.
       state_sigs: Per state, the `value_signature` it was traced with.
       cacheable: False when the jaxpr closes over tracers of an enclosing trace.
+      generation: The generation of states (`statemap._state.generation`) the trace saw; a cache checks it
+        before reusing the entry (`StatefulFunction.lookup`).
     """
 
     __slots__ = (
@@ -59,6 +61,7 @@ class Traced:
         "state_sigs",
         "fn",
         "cacheable",
+        "generation",
         "__weakref__",
     )
 
@@ -75,6 +78,7 @@ class Traced:
         self.n_out = n_out
         self.fn = jex_core.jaxpr_as_fun(jaxpr)
         self.cacheable = not any(_compat.is_tracer(c) for c in jaxpr.consts)
+        self.generation = generation()
 
     @property
     def states(self) -> tuple[State, ...]:
@@ -86,6 +90,14 @@ class Traced:
     def alive(self) -> bool:
         """True while every state of the entry exists."""
         return all(r() is not None for r in self._refs)
+
+    def same_states(self, other: Traced) -> bool:
+        """True when `other` touches the same State objects, in the same order and roles (its code still fits)."""
+        return (
+            len(self._refs) == len(other._refs)
+            and all(a() is b() is not None for a, b in zip(self._refs, other._refs, strict=True))
+            and (self.written, self.read, self.out_states) == (other.written, other.read, other.out_states)
+        )
 
     def is_stale(self) -> bool:
         """True when a state died or no longer has the shape/dtype it was traced with."""
@@ -255,13 +267,20 @@ class StatefulFunction:
         return CallSignature.of(self.spec, args, kwargs)
 
     def lookup(self, sig: CallSignature, fresh: bool = False) -> Traced:
-        """The traced entry for `sig`, tracing once if it is missing or stale (or `fresh` is set)."""
-        entry = None if fresh else self._cache.get(sig.key)
-        if entry is not None and not entry.is_stale():
-            return entry
+        """The traced entry for `sig`, tracing once if it is missing or stale (or `fresh` is set).
+
+        An entry from an older generation of states (states were created or re-bound since) is traced again;
+        the old entry is kept, so compiled code built on it stays valid, when it still touches the same states.
+        """
+        old = None if fresh else self._cache.get(sig.key)
+        if old is not None and old.generation == generation() and not old.is_stale():
+            return old
         entry = trace_stateful(
             self.fun, sig, axis_env=self.axis_env, return_only_write=self.return_only_write, name=self.name
         )
+        if old is not None and old.same_states(entry) and not old.is_stale():
+            old.generation = entry.generation
+            return old
         if entry.cacheable:
             self._cache[sig.key] = entry
         return entry

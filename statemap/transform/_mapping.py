@@ -8,13 +8,14 @@ signature and hold their states weakly: a dead state or one whose shape changed 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import jax
 
-from .._state import State
+from .._state import State, generation
 from ._arguments import CallSignature
 from ._dispatch import Dispatcher, Program
 from ._mapping_config import MappingConfig
@@ -241,15 +242,18 @@ class StatefulMapping:
         return self._dispatcher(args, kwargs)
 
     def _resolve(self, sig: CallSignature, fresh: bool) -> tuple[Program, list[State]]:
-        built = None if fresh else self._plans.get(sig.key)
-        states = None if built is None else built.program.states()
-        if built is None or states is None:
-            self._misses += 1
-            built = build(self.origin_fun, self.config, sig)
-            states = built.program.states()
-            if built.program.cacheable:
-                self._plans[sig.key] = built
-        return built.program, states  # type: ignore[return-value]  # just built: every state is alive
+        old = None if fresh else self._plans.get(sig.key)
+        states = None if old is None else old.program.states()
+        if old is not None and states is not None and old.generation == generation():
+            return old.program, states
+        built = build(self.origin_fun, self.config, sig)
+        if old is not None and states is not None and old.same_plan(built):  # new generation, same states
+            self._plans[sig.key] = dataclasses.replace(old, generation=built.generation)
+            return old.program, states
+        self._misses += 1
+        if built.program.cacheable:
+            self._plans[sig.key] = built
+        return built.program, built.program.states()  # type: ignore[return-value]  # just built: all alive
 
     def explain(self, *args: Any, **kwargs: Any) -> MappingPlan:
         """Describe, without running or mutating anything, how a call with these arguments treats each state.
@@ -271,7 +275,7 @@ class StatefulMapping:
         """
         sig = CallSignature.of(self.config.args, args, kwargs)
         built = self._plans.get(sig.key)
-        if built is not None and built.program.states() is not None:
+        if built is not None and built.program.states() is not None and built.generation == generation():
             return MappingPlan(self.name, built.size, built.rows, "hit")
         built = build(self.origin_fun, self.config, sig)
         return MappingPlan(self.name, built.size, built.rows, "miss")

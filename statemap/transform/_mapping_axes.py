@@ -104,7 +104,7 @@ def normalize_state_axes(spec: Any, who: str, what: str) -> dict[Hashable, Predi
 
 def match_axis(axes: dict[Hashable, Predicate], state: State) -> Any:
     """The axis of the first entry whose predicate matches `state` (called with its module path), or _UNMATCHED."""
-    path = state._path
+    path = state.path
     for axis, pred in axes.items():
         if pred(path, state):
             return axis

@@ -151,8 +151,13 @@ def _check_options(fun: Any, who: str, policy: Any, axis_size: Any, mapping_fn: 
         )
     if axis_size is not None and (isinstance(axis_size, bool) or not isinstance(axis_size, int) or axis_size < 1):
         raise ValueError(
-            message(who, "axis_size must be a positive int", "axis_size >= 1 or None", repr(axis_size), "pass the "
-                    "number of lanes")
+            message(
+                who,
+                "axis_size must be a positive int",
+                "axis_size >= 1 or None",
+                repr(axis_size),
+                "pass the number of lanes",
+            )
         )
     if not callable(mapping_fn):
         raise TypeError(f"{who}: mapping_fn must be callable, got {type(mapping_fn).__name__}")

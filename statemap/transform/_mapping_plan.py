@@ -32,7 +32,7 @@ import jax
 
 from .. import _compat
 from .._errors import BatchAxisError, describe_state, message, short_aval, tree_aval
-from .._state import State, peek
+from .._state import State, generation, peek
 from ..random._rng import RandomState
 from ._arguments import CallSignature, abstract, resolve_argnums, shape_struct
 from ._dispatch import Program, check_signatures
@@ -78,6 +78,19 @@ class Built:
     program: Program
     size: int
     rows: list[dict[str, Any]]
+    generation: int = dataclasses.field(default_factory=generation)  # of states, when the plan was built
+
+    def same_plan(self, other: Built) -> bool:
+        """True when `other` maps the same State objects in the same way (this plan's program still fits)."""
+        mine, theirs = self.program.states(), other.program.states()
+        return (
+            mine is not None
+            and theirs is not None
+            and len(mine) == len(theirs)
+            and all(a is b for a, b in zip(mine, theirs, strict=True))
+            and self.program.writes == other.program.writes
+            and (self.size, self.rows) == (other.size, other.rows)
+        )
 
 
 # -- passes 1-3 ------------------------------------------------------------------------------------------------

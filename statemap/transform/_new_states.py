@@ -112,6 +112,7 @@ def _ensemble(
 ) -> dict[int | None, list[State]]:
     """Run ``module.init_all_states(**init_kwargs)`` once per member; the new states grouped by their axis."""
     kwargs = dict(init_kwargs or {})
+
     def init() -> None:
         module.init_all_states(**kwargs)
 
@@ -226,6 +227,7 @@ def vmap_new_states(
         )
     if axis_size is not None:
         _check_size(axis_size, "vmap_new_states")
+
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         config = MappingConfig.create(
             f,

@@ -122,6 +122,7 @@ def vmap2(
       >>> first.shape, bool((last < first).all())
       ((4,), True)
     """
+
     def make(f: Callable[..., Any]) -> StatefulMapping:
         config = MappingConfig.create(
             f,

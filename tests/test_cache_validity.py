@@ -1,0 +1,195 @@
+"""Cached transforms give the results of the code they replace (issue 9): re-created states under every transform.
+
+The reference is the eager Python code run op by op (or `jax.vmap`/`jax.grad` of the pure equivalent): a
+transform object that was called before the model's states were re-created must use the new states.
+"""
+
+import gc
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import statemap as sm
+from statemap._state import generation
+
+T = sm.transform
+
+
+class _Model(sm.nn.Module):
+    def __init__(self, n=3):
+        self.n = n
+        self.w = sm.ParamState(jnp.ones(n))
+        self.init_state()
+
+    def init_state(self):
+        self.h = sm.ShortTermState(jnp.zeros(self.n))
+
+    def update(self, x):
+        self.h.value = self.h.value + self.w.value * x
+        return self.h.value.sum()
+
+
+def _lane(m):
+    return T.vmap2(m.update, state_in_axes={0: sm.ShortTermState}, state_out_axes={0: sm.ShortTermState})
+
+
+# Each runner calls one transform of `m.update` (built once, before the re-creation) on x = ones(3).
+_RUNNERS = {
+    "jit": lambda m: T.jit(m.update),
+    "jit_static": lambda m: (lambda f: lambda x: f(x, 1.0))(T.jit(lambda x, k: m.update(x * k), static_argnums=1)),
+    "checkpoint": lambda m: T.checkpoint(m.update),
+    "for_loop": lambda m: lambda x: T.for_loop(m.update, x[None])[-1],
+    "scan": lambda m: lambda x: T.scan(lambda c, xi: (c, m.update(xi)), 0.0, x[None])[1][-1],
+    "while_loop": lambda m: lambda x: T.while_loop(lambda i: i < 1, lambda i: (m.update(x), i + 1)[1], 0),
+    "cond": lambda m: lambda x: T.cond(True, m.update, lambda x: 0.0, x),
+    "cond_traced": lambda m: T.jit(lambda x: T.cond(x.sum() > 0, m.update, lambda x: 0.0, x)),
+    "switch": lambda m: T.jit(lambda x: T.switch(0, [m.update, lambda x: 0.0], x)),
+    "grad_return_value": lambda m: lambda x: T.grad(m.update, argnums=0, return_value=True)(x)[1],
+    "map": lambda m: lambda x: T.map(lambda xi: m.update(xi * jnp.ones(3)), x).sum(),
+    "vmap2": lambda m: (lambda f: lambda x: f(jnp.broadcast_to(x[:, None], (3, 3))).sum())(
+        T.vmap2(
+            lambda x: m.update(x),
+            in_axes=0,
+            state_in_axes={0: sm.ShortTermState},
+            state_out_axes={0: sm.ShortTermState},
+        )  # fmt: skip
+    ),
+    "pmap2": lambda m: (lambda f: lambda x: f(x[None])[0])(
+        T.pmap2(m.update, state_in_axes={0: sm.ShortTermState}, state_out_axes={0: sm.ShortTermState})
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_RUNNERS))
+def test_re_created_states_are_used_after_init_state(kind):
+    m = _Model()
+    lanes = {"vmap2": 3, "pmap2": 1}.get(kind)  # mapped transforms: a per-lane state
+    if lanes:
+        m.h.value = jnp.zeros((lanes, 3))
+    f = _RUNNERS[kind](m)
+    x = jnp.ones(3)
+    f(x)
+    f(x)
+    old = m.h
+    m.init_state()
+    if lanes:
+        m.h.value = jnp.zeros((lanes, 3))
+    first_old = np.asarray(old.value)
+    f(x)
+    # The new state saw exactly one call (from zeros), the old one kept its value.
+    if kind == "map":  # three sequential calls over x = ones(3), each adding 1 to every entry
+        np.testing.assert_allclose(m.h.value, 3 * jnp.ones(3))
+    else:
+        np.testing.assert_allclose(m.h.value, jnp.ones_like(m.h.value))
+    np.testing.assert_array_equal(old.value, first_old)
+
+
+def test_a_second_vmap2_new_states_is_used_by_a_mapping_called_before():
+    class Cell(sm.nn.Module):
+        def __init__(self):
+            self.h = sm.HiddenState(jnp.zeros(2))
+
+        def init_state(self):
+            self.h = sm.HiddenState(jnp.zeros(2))
+
+        def update(self, x):
+            self.h.value = self.h.value + x
+            return self.h.value
+
+    cell = Cell()
+    step = T.vmap2(cell.update, state_in_axes={0: sm.HiddenState}, state_out_axes={0: sm.HiddenState})
+    T.vmap2_new_states(cell, axis_size=4)
+    step(jnp.ones((4, 2)))
+    step(jnp.ones((4, 2)))
+    assert float(cell.h.value.sum()) == 16.0
+    T.vmap2_new_states(cell, axis_size=4)  # a new round: fresh per-lane states
+    step(jnp.ones((4, 2)))
+    np.testing.assert_allclose(cell.h.value, jnp.ones((4, 2)))
+
+
+def test_states_created_inside_a_finished_map_then_replaced_never_leak_tracers():
+    m = _Model(n=1)
+    m.h.value = jnp.zeros(())
+
+    def upd(x):
+        m.h.value = m.h.value + x
+        return m.h.value
+
+    np.testing.assert_allclose(T.for_loop(upd, jnp.ones(3)), [1.0, 2.0, 3.0])
+
+    def fresh(x):
+        m.init_state()
+        return x * 2
+
+    np.testing.assert_allclose(T.map(fresh, jnp.arange(4.0), batch_size=2), [0.0, 2.0, 4.0, 6.0])
+    m.init_state()
+    m.h.value = jnp.zeros(())
+    np.testing.assert_allclose(T.for_loop(upd, jnp.ones(3)), [1.0, 2.0, 3.0])
+    assert float(m.h.value) == 3.0
+
+
+def test_rebinding_a_global_state_is_seen_by_a_held_jit():
+    holder = {"s": sm.ShortTermState(jnp.zeros(()))}
+
+    @T.jit
+    def inc():
+        holder["s"].value = holder["s"].value + 1
+        return holder["s"].value
+
+    inc()
+    holder["s"] = sm.ShortTermState(jnp.array(10.0))  # created outside any trace: a new generation
+    assert float(inc()) == 11.0
+
+
+def test_unrelated_new_states_keep_the_compiled_code():
+    m = _Model()
+    traces = []
+
+    def step(x):
+        traces.append(1)
+        return m.update(x)
+
+    f = T.jit(step)
+    lanes = _Model()
+    lanes.h.value = jnp.zeros((3, 3))
+    v = _lane(lanes)
+    v(jnp.ones((3, 3)))
+    f(jnp.ones(3))
+    jitted = f._dispatcher._known.jitted
+    compiled = jitted._cache_size()
+    misses = v.cache_info["misses"]
+    before = generation()
+    sm.ShortTermState(jnp.zeros(()))  # unrelated: a new generation, the same states for `f` and `v`
+    assert generation() > before
+    f(jnp.ones(3))
+    v(jnp.ones((3, 3)))
+    assert len(traces) == 2  # one abstract re-trace to check the states ...
+    assert f._dispatcher._known.jitted is jitted  # ... and the compiled code kept
+    assert jitted._cache_size() == compiled
+    assert v.cache_info["misses"] == misses
+    f(jnp.ones(3))
+    assert len(traces) == 2  # warm again
+
+
+def test_states_created_inside_a_trace_do_not_start_a_generation():
+    @T.jit
+    def f(x):
+        tmp = sm.ShortTermState(x)
+        tmp.value = tmp.value * 2
+        return tmp.value
+
+    f(jnp.ones(2))
+    g = generation()
+    f(jnp.ones(3))  # a new signature traces (and creates a local state) without a new generation
+    assert generation() == g
+
+
+def test_a_dead_replaced_state_is_dropped_and_the_new_one_used():
+    m = _Model()
+    f = T.jit(m.update)
+    f(jnp.ones(3))
+    m.init_state()
+    gc.collect()
+    assert float(f(jnp.ones(3))) == 3.0
+    np.testing.assert_allclose(m.h.value, jnp.ones(3))
