@@ -966,8 +966,8 @@ _ERROR_CASES = {
         r"vmap2: argument args\[0\] is state 's' \(State, created at test_mapping\.py:\d+\)"
         r"(?s:.*)closed over",
     ),
-    "non-JAX argument": (
-        dict(in_axes=(0, None)),
+    "non-JAX argument": (  # mapped; with in_axes None it would be static (tests/test_static_leaves.py)
+        dict(in_axes=(0, 0)),
         (jnp.ones(3), "text"),
         TypeError,
         r"is not a valid JAX type",

@@ -21,6 +21,7 @@ from ._dispatch import Dispatcher, Program
 from ._mapping_config import MappingConfig
 from ._mapping_plan import Built, build
 from ._method import bind_method, weak_partial
+from ._static_leaves import StaticLeaves, may_hold_static_leaves, split_static_leaves
 
 __all__ = ["StatefulMapping", "MappingPlan"]
 
@@ -95,6 +96,9 @@ class StatefulMapping:
     Args:
       fun: Function to map; it may read and write `State`s it closes over.
       in_axes: As in `jax.vmap`: int, None, or a tuple/pytree prefix with one entry per positional argument.
+        Leaves mapped with None that are not arrays (strings, callables, Python scalars, containers of them)
+        reach the function unchanged and are static: each new value traces once, like a static argument of
+        `jax.jit`. Arrays mapped with None stay dynamic.
         Keyword arguments are mapped on axis 0.
       out_axes: As in `jax.vmap`, for the function's result.
       state_in_axes: ``{axis: selector}`` or a bare selector (axis 0). A selector is a filter (type, tag, ``...``,
@@ -227,6 +231,7 @@ class StatefulMapping:
         self.config = config
         self.name = config.name
         self._plans: dict[Hashable, Built] = {}
+        self._children: dict[Hashable, StatefulMapping] = {}  # per value of static leaves (_static_leaves.py)
         self._misses = 0
         self._dispatcher = Dispatcher(self._resolve, config.args, config.vectorised)
         functools.update_wrapper(self, fun, updated=())
@@ -239,7 +244,18 @@ class StatefulMapping:
         return getattr(config, field)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if may_hold_static_leaves(self.config, args):
+            split = split_static_leaves(self.config, args, kwargs)
+            if split is not None:
+                return self._child(split)._dispatcher(split.holed(args), kwargs)
         return self._dispatcher(args, kwargs)
+
+    def _child(self, split: StaticLeaves) -> StatefulMapping:
+        """The mapping of this function with these static leaves bound (non-array leaves mapped with None)."""
+        child = self._children.get(split.key)
+        if child is None:
+            child = self._children[split.key] = StatefulMapping.from_config(split.bind(self.origin_fun), self.config)
+        return child
 
     def _resolve(self, sig: CallSignature, fresh: bool) -> tuple[Program, list[State]]:
         old = None if fresh else self._plans.get(sig.key)
@@ -273,6 +289,9 @@ class StatefulMapping:
           >>> h.value.sum()
           Array(0., dtype=float32)
         """
+        split = split_static_leaves(self.config, args, kwargs) if may_hold_static_leaves(self.config, args) else None
+        if split is not None:
+            return self._child(split).explain(*split.holed(args), **kwargs)
         sig = CallSignature.of(self.config.args, args, kwargs)
         built = self._plans.get(sig.key)
         if built is not None and built.program.states() is not None and built.generation == generation():
@@ -283,13 +302,15 @@ class StatefulMapping:
     def clear_cache(self) -> None:
         """Forget every plan (the next call of each signature traces again)."""
         self._plans.clear()
+        self._children.clear()
         self._dispatcher.clear()
 
     @property
     def cache_info(self) -> dict[str, int]:
         """``{'hits': …, 'misses': …, 'size': …}`` of the plan cache (hits: calls that built no plan)."""
-        calls = self._dispatcher.calls
-        return {"hits": calls - self._misses, "misses": self._misses, "size": len(self._plans)}
+        infos = [{"hits": self._dispatcher.calls - self._misses, "misses": self._misses, "size": len(self._plans)}]
+        infos += [c.cache_info for c in self._children.values()]
+        return {k: sum(i[k] for i in infos) for k in ("hits", "misses", "size")}
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         if obj is None:

@@ -73,6 +73,7 @@ def vmap2(
     Args:
       fn: Function to map. It may read and write `State`s it closes over.
       in_axes / out_axes / axis_name / axis_size / spmd_axis_name: As in `jax.vmap` (kwargs map on axis 0).
+        Non-array leaves mapped with None (a string, a callable, a Python int…) reach `fn` unchanged.
       state_in_axes: ``{axis: selector}`` selecting states that enter batched; others are broadcast.
       state_out_axes: ``{axis: selector}`` for where written states' mapped axis goes.
       unexpected_out_state_mapping: ``'raise'`` (default), ``'warn'``, ``'ignore'`` or ``'auto'``.
