@@ -71,9 +71,7 @@ def interleaved(
     return {n: {"median_s": statistics.median(s), "rounds_s": s, "calls": calls} for n, s in samples.items()}
 
 
-def cold_samples(
-    builders: dict[str, Callable[[], Callable[[], Any]]], samples: int
-) -> dict[str, dict[str, Any]]:
+def cold_samples(builders: dict[str, Callable[[], Callable[[], Any]]], samples: int) -> dict[str, dict[str, Any]]:
     """Median seconds of a first call (trace + compile + run), alternating contenders per sample.
 
     Args:

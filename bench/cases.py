@@ -154,10 +154,7 @@ def case_states_scaling(cfg: Config) -> list[dict[str, Any]]:
         if mode == "jit":
             title = "per-call µs per additional state, sm.transform.jit(f) vs jax.jit"
         else:
-            title = (
-                "per-call µs per additional state, eager vmap2(f) vs jax.jit(jax.vmap), "
-                f"B={cfg['small_batch']}"
-            )
+            title = f"per-call µs per additional state, eager vmap2(f) vs jax.jit(jax.vmap), B={cfg['small_batch']}"
         # The slope includes XLA's own per-buffer work, which pure JAX pays too; statemap's overhead per state
         # is the difference of the slopes.
         rows.append(
@@ -307,8 +304,7 @@ def case_memory(cfg: Config) -> list[dict[str, Any]]:
             "7a",
             "lif",
             lif,
-            f"peak RSS of case 6 ({lif['trials']} trials x {lif['neurons']} LIF neurons x "
-            f"{lif['steps']} steps)",
+            f"peak RSS of case 6 ({lif['trials']} trials x {lif['neurons']} LIF neurons x {lif['steps']} steps)",
         ),
         (
             "7b",

@@ -59,9 +59,7 @@ def measure(
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     cmd = [python or sys.executable, "-m", "bench.memory", workload, impl, json.dumps(sizes), str(calls)]
-    if os.path.exists(
-        "/bin/sh"
-    ):  # fork from a small shell: see the module docstring; `exit` stops sh exec'ing
+    if os.path.exists("/bin/sh"):  # fork from a small shell: see the module docstring; `exit` stops sh exec'ing
         cmd = ["/bin/sh", "-c", '"$0" "$@"; exit $?', *cmd]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:

@@ -49,7 +49,6 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     attempt("1", "µs", lambda: _per_call_s(W.small_pair(b, n, False, lib=bs)["lib"], cfg) * 1e6)
     attempt("2", "µs", lambda: _per_call_s(W.small_pair(b, n, True, lib=bs)["lib"], cfg) * 1e6)
     for mode, case in (("jit", "3a"), ("vmap2", "3b")):
-
         points: list[dict[str, float]] = []
 
         def slope(mode: str = mode, points: list[dict[str, float]] = points) -> float:
@@ -64,9 +63,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
 
     def cold() -> float:
         layers, width, members = cfg["cold_layers"], cfg["cold_width"], cfg["cold_members"]
-        t = cold_samples(
-            {"peer": lambda: W.cold_mlp_statemap(layers, width, members, lib=bs)}, cfg["cold_samples"]
-        )
+        t = cold_samples({"peer": lambda: W.cold_mlp_statemap(layers, width, members, lib=bs)}, cfg["cold_samples"])
         return t["peer"]["median_s"] * 1e3
 
     attempt("4", "ms", cold)

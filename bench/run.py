@@ -256,13 +256,9 @@ def write_readme_table(table: str, info: dict[str, Any], path: Path = README) ->
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="tiny sizes and repeats; results go to a temp dir")
-    p.add_argument(
-        "--peer", action="store_true", help="add a brainstate 0.5.4 column (creates bench/.peer-venv)"
-    )
+    p.add_argument("--peer", action="store_true", help="add a brainstate 0.5.4 column (creates bench/.peer-venv)")
     p.add_argument("--only", default="", help="comma-separated case names (default: all)")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a size or repeat"
-    )
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a size or repeat")
     p.add_argument(
         "--out",
         type=Path,

@@ -70,9 +70,7 @@ def small_pair(batch: int, width: int, jit_outer: bool, lib: Any = None) -> dict
 
 
 # -- many states read and written (case 3) -------------------------------------------------------------------
-def many_states(
-    count: int, mode: str, batch: int, width: int, lib: Any = None
-) -> dict[str, Callable[[], Any]]:
+def many_states(count: int, mode: str, batch: int, width: int, lib: Any = None) -> dict[str, Callable[[], Any]]:
     """`count` states each updated by ``s + x``: under ``jit`` (mode ``"jit"``, states ``(width,)``) or eager
     ``vmap2`` (mode ``"vmap2"``, states ``(batch, width)``), against the same pure function under
     ``jax.jit``."""
@@ -190,9 +188,7 @@ class PureEnsemble:
             value, grads = jax.value_and_grad(loss)(params)
             return tuple(p - lr * g for p, g in zip(params, grads, strict=True)), value
 
-        def train(
-            params: tuple, key: jax.Array, x: jax.Array, y: jax.Array
-        ) -> tuple[tuple, jax.Array, jax.Array]:
+        def train(params: tuple, key: jax.Array, x: jax.Array, y: jax.Array) -> tuple[tuple, jax.Array, jax.Array]:
             keys = jax.random.split(key, members + 1)
             new, value = jax.vmap(member_step, in_axes=(0, 0, None, None))(params, keys[1:], x, y)
             return new, keys[0], value
@@ -292,17 +288,12 @@ class PureLif:
 # -- cold call of a 16-layer MLP ensemble (3 states per layer + a counter) -----------------------------------
 def _mlp_init(layers: int, width: int, members: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
     r = np.random.default_rng(seed)
-    weights = [
-        (r.standard_normal((members, width, width)) / np.sqrt(width)).astype(np.float32)
-        for _ in range(layers)
-    ]
+    weights = [(r.standard_normal((members, width, width)) / np.sqrt(width)).astype(np.float32) for _ in range(layers)]
     x = r.standard_normal((members, width)).astype(np.float32)
     return weights, x
 
 
-def cold_mlp_statemap(
-    layers: int, width: int, members: int, seed: int = 0, lib: Any = None
-) -> Callable[[], Any]:
+def cold_mlp_statemap(layers: int, width: int, members: int, seed: int = 0, lib: Any = None) -> Callable[[], Any]:
     """Fresh states and a fresh `vmap2` wrapper; returns the (untimed-so-far) first call."""
     sm = _lib(lib)
     weights, x_np = _mlp_init(layers, width, members, seed)
@@ -347,3 +338,57 @@ def cold_mlp_pure(layers: int, width: int, members: int, seed: int = 0) -> Calla
         return out, new_acts, new_count
 
     return call
+
+
+# -- first calls of small mappings (case 9) ------------------------------------------------------------------
+COLD_SMALL_KINDS = ("stateless", "state", "random")
+
+
+def cold_small(kind: str, contender: str, batch: int = 8, width: int = 16) -> Callable[[], Any]:
+    """A first call of a fresh mapping of a small function; `kind` in `COLD_SMALL_KINDS`.
+
+    `contender` is ``"statemap"`` (eager `vmap2`), ``"vmap"`` (eager `jax.vmap`) or ``"jit_vmap"``
+    (`jax.jit(jax.vmap)`), each on the same computation with fresh function objects (no cache can hit).
+    """
+    x = jnp.asarray(np.linspace(0.0, 1.0, batch * width, dtype=np.float32).reshape(batch, width))
+    if contender == "statemap":
+        return _cold_small_statemap(kind, x)
+    mapper = jax.vmap if contender == "vmap" else (lambda f, **kw: jax.jit(jax.vmap(f, **kw)))
+    if kind == "stateless":
+        f0 = mapper(lambda x: jnp.sin(x) * 2 + x)
+        return lambda: f0(x)
+    h = jnp.zeros((batch, width))
+    if kind == "state":
+        f1 = mapper(lambda h, x: h + jnp.sin(x) * 2 + x)
+        return lambda: f1(h, x)
+    key = jax.random.key(0)
+
+    def lane(h: jax.Array, k: jax.Array, x: jax.Array) -> jax.Array:
+        _, sub = jax.random.split(k)
+        return h + jax.random.normal(sub, x.shape) + x
+
+    f2 = mapper(lane)
+
+    def call() -> Any:
+        keys = jax.random.split(key, batch + 1)
+        return f2(h, keys[1:], x), keys[0]
+
+    return call
+
+
+def _cold_small_statemap(kind: str, x: jax.Array) -> Callable[[], Any]:
+    import statemap as sm
+
+    if kind == "stateless":
+        f0 = sm.transform.vmap2(lambda x: jnp.sin(x) * 2 + x)
+        return lambda: f0(x)
+    h = sm.ShortTermState(jnp.zeros(x.shape), name="h")
+    rng = sm.random.RandomState(0)
+
+    def step(x: jax.Array) -> jax.Array:
+        noise = rng.normal(size=x.shape) if kind == "random" else jnp.sin(x) * 2
+        h.value = h.value + noise + x
+        return h.value
+
+    f = sm.transform.vmap2(step, state_in_axes={0: h}, state_out_axes={0: h})
+    return lambda: f(x)

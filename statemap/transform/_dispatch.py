@@ -29,6 +29,7 @@ from typing import Any
 
 import jax
 
+from .. import _compat
 from .._errors import MappingRuntimeError, StatemapError, TraceContextError, without_jax_note
 from .._state import State, generation, read_values, write_back
 from .._trace import CONTEXT
@@ -64,12 +65,20 @@ class Program:
       states: The states the program reads (in the order `run` takes their values); held weakly.
       writes: Indices into `states` whose new values `run` returns, in that order.
       run: Pure ``run(arg_leaves, state_values) -> (new_values, result)``; inlined by the fast path. It raises
-        `StaleProgram` (at JAX trace time) when the values' types differ from those it was built for.
+        `StaleProgram` (at JAX trace time) when the values' types differ from those it was built for. Called
+        outside any trace it runs op by op, without compiling (the cold tier).
       exe: `run` compiled for eager calls (or `run` itself when it already runs compiled code, e.g. `pmap`).
       cacheable: False when the program closes over tracers of an enclosing trace (it must not be kept).
+      direct: For a signature that cannot be traced abstractly (Python control flow on a state's concrete
+        value): ``direct(sig) -> result`` runs the call itself, reading and writing states (the Python tier);
+        `run` and `exe` are then unused.
+
+    Attributes:
+      fresh: True until the program first ran; a dispatcher with ``cold=True`` runs a fresh program op by op
+        instead of compiling it (a signature called once never waits for XLA).
     """
 
-    __slots__ = ("_refs", "writes", "run", "exe", "cacheable")
+    __slots__ = ("_refs", "writes", "run", "exe", "cacheable", "direct", "fresh")
 
     def __init__(
         self,
@@ -78,17 +87,29 @@ class Program:
         run: Callable[[list[Any], list[Any]], tuple[list[Any], Any]],
         exe: Callable[[list[Any], list[Any]], tuple[list[Any], Any]],
         cacheable: bool = True,
+        direct: Callable[[CallSignature], Any] | None = None,
     ) -> None:
         self._refs = tuple(weakref.ref(s) for s in states)
         self.writes = tuple(writes)
         self.run = run
         self.exe = exe
         self.cacheable = cacheable
+        self.direct = direct
+        self.fresh = True
 
     def states(self) -> list[State] | None:
         """The live states, or None when one died (the program must be rebuilt)."""
         out = [r() for r in self._refs]
         return None if any(s is None for s in out) else out  # type: ignore[return-value]
+
+
+class RunOutside(Exception):
+    """Internal: the fast path's traced body found a program to run outside `jax.jit` (never reaches users)."""
+
+    def __init__(self, program: Program, states: list[State]) -> None:
+        super().__init__()
+        self.program = program
+        self.states = states
 
 
 class _Known:
@@ -126,12 +147,24 @@ class Dispatcher:
       spec: How the transform's arguments are split (static ones).
       fast: Whether eager calls may take the fast path (no static arguments; the program inlines under jit).
       jit_kwargs: Extra keyword arguments for the fast path's `jax.jit`.
+      cold: Whether the first eager call of a signature runs its program op by op instead of compiling it.
     """
 
-    def __init__(self, resolve: Resolve, spec: ArgSpec, fast: bool, jit_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        resolve: Resolve,
+        spec: ArgSpec,
+        fast: bool,
+        jit_kwargs: dict[str, Any] | None = None,
+        cold: bool = False,
+    ) -> None:
         self._resolve = resolve
         self.spec = spec
         self._fast = fast and not spec.has_static
+        self._cold = cold
+        # With a cold tier, calls take the traced path until one ran cold: a fresh transform's first call
+        # then never enters the fast path's `jax.jit` (its trace and aborts cost as much as the call).
+        self._fast_ready = not cold
         self._jit_kwargs = dict(jit_kwargs or {})
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -144,7 +177,7 @@ class Dispatcher:
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self.calls += 1
-        if self._fast and not CONTEXT.stack:  # the hot path of every eager call: keep it flat
+        if self._fast and self._fast_ready and not CONTEXT.stack:  # the hot path of every eager call: keep it flat
             for _ in range(_MAX_TRIES):
                 known = self._known
                 if known.generation != generation():  # states were created or re-bound since: check again
@@ -164,6 +197,8 @@ class Dispatcher:
                 except NewStates as e:
                     self._grow(e.states)
                     continue
+                except RunOutside as e:
+                    return self._run_outside(e.program, e.states, CallSignature.of(self.spec, args, kwargs))
                 except StatemapError as e:
                     raise without_jax_note(e) from None
                 except TypeError:
@@ -186,6 +221,9 @@ class Dispatcher:
             missing = [s for s in states if id(s) not in known.index]
             if missing:
                 raise NewStates(missing)
+            if program.direct is not None or (self._cold and program.fresh):
+                program.fresh = False
+                raise RunOutside(program, states)
             pos = [known.index[id(s)] for s in states]
             try:
                 new_values, out = program.run(sig.leaves, [values[p] for p in pos])
@@ -198,6 +236,9 @@ class Dispatcher:
     def _call_traced(self, sig: CallSignature) -> Any:
         for fresh in (False, True):
             program, states = self._resolve(sig, fresh)
+            if program.direct is not None or (self._cold and program.fresh and _is_eager(sig)):
+                program.fresh = False
+                return self._run_outside(program, states, sig)
             values = read_values(states)
             try:
                 new_values, out = program.exe(sig.leaves, values)
@@ -206,6 +247,18 @@ class Dispatcher:
             write_back(states, dict(zip(program.writes, new_values, strict=True)))
             return out
         raise _bug(self.spec.who)
+
+    def _run_outside(self, program: Program, states: list[State], sig: CallSignature) -> Any:
+        """Run a program outside `jax.jit`: its Python tier, or op by op (the cold tier)."""
+        if program.direct is not None:
+            return program.direct(sig)
+        self._fast_ready = True
+        try:
+            new_values, out = program.run(sig.leaves, read_values(states))
+        except StaleProgram:  # another thread changed a state's type since the program was resolved
+            return self._call_traced(sig)
+        write_back(states, dict(zip(program.writes, new_values, strict=True)))
+        return out
 
     def _revalidate(self, known: _Known) -> None:
         """After a new generation of states: trace every compiled signature again (abstractly, no compile).
@@ -248,6 +301,11 @@ def run_program(program: Program, states: list[State], leaves: list[Any]) -> Any
     new_values, out = program.exe(leaves, read_values(states))
     write_back(states, dict(zip(program.writes, new_values, strict=True)))
     return out
+
+
+def _is_eager(sig: CallSignature) -> bool:
+    """True for a call outside every trace (statemap's and JAX's): its program may run op by op."""
+    return not CONTEXT.stack and not any(_compat.is_tracer(x) for x in sig.leaves)
 
 
 def _bug(who: str) -> MappingRuntimeError:

@@ -233,7 +233,7 @@ class StatefulMapping:
         self._plans: dict[Hashable, Built] = {}
         self._children: dict[Hashable, StatefulMapping] = {}  # per value of static leaves (_static_leaves.py)
         self._misses = 0
-        self._dispatcher = Dispatcher(self._resolve, config.args, config.vectorised)
+        self._dispatcher = Dispatcher(self._resolve, config.args, config.vectorised, cold=config.vectorised)
         functools.update_wrapper(self, fun, updated=())
 
     def __getattr__(self, attr: str) -> Any:

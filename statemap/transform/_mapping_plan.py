@@ -35,6 +35,7 @@ from .._errors import BatchAxisError, describe_state, message, short_aval, tree_
 from .._state import State, generation, peek
 from ..random._rng import RandomState
 from ._arguments import CallSignature, abstract, resolve_argnums, shape_struct
+from ._dependence import batched_outputs
 from ._dispatch import Program, check_signatures
 from ._make_jaxpr import Traced, trace_stateful
 from ._mapping_axes import arg_leaf_axes, drop_axis, is_unmatched, leaf_size, match_axis, prefix_leaf_axes
@@ -215,7 +216,30 @@ def discover(
     leaves: list[Any],
     size: int,
 ) -> list[int | None]:
-    """Pass 3: the batch dim of every jaxpr output under this map (None = unbatched), computed abstractly."""
+    """Pass 3: the batch dim of every jaxpr output under this map (None = unbatched), computed abstractly.
+
+    A walk over the jaxpr's equations answers most jaxprs (`_dependence.py`); the others are traced under
+    `jax.vmap`, which is exact for every primitive.
+    """
+    batched = [ax is not None for ax in axes]
+    for state, r in zip(states, roles, strict=True):
+        batched.extend([r == RNG or isinstance(r, int)] * len(jax.tree_util.tree_leaves(peek(state))))
+    walked = batched_outputs(entry.jaxpr, batched)
+    if walked is not None:
+        return [0 if b else None for b in walked]
+    return discover_traced(config, entry, states, roles, axes, leaves, size)
+
+
+def discover_traced(
+    config: MappingConfig,
+    entry: Traced,
+    states: list[State],
+    roles: list[Any],
+    axes: list[int | None],
+    leaves: list[Any],
+    size: int,
+) -> list[int | None]:
+    """Pass 3 by tracing the lane's jaxpr under `jax.vmap` (exact for every primitive)."""
     in_axes: list[Any] = list(axes)
     sds: list[Any] = [abstract(x) for x in leaves]
     for state, r in zip(states, roles, strict=True):
