@@ -10,6 +10,7 @@ from . import transform as transform
 from . import util as util
 from ._errors import ArgumentError as ArgumentError
 from ._errors import BatchAxisError as BatchAxisError
+from ._errors import ConcreteValueError as ConcreteValueError
 from ._errors import ControlFlowError as ControlFlowError
 from ._errors import MappingRuntimeError as MappingRuntimeError
 from ._errors import StateArgumentError as StateArgumentError
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ArgumentError",
     "BatchAxisError",
+    "ConcreteValueError",
     "ControlFlowError",
     "BatchState",
     "HiddenState",

@@ -21,6 +21,7 @@ __all__ = [
     "StateStructureError",
     "MappingRuntimeError",
     "ControlFlowError",
+    "ConcreteValueError",
 ]
 
 
@@ -111,6 +112,25 @@ class ControlFlowError(StatemapError, TypeError, ValueError):
       ...
       statemap._errors.ControlFlowError: cond: the predicate is not a scalar
       ...
+    """
+
+
+class ConcreteValueError(StatemapError, TypeError):
+    """Python code needed a state's concrete value (``if``, ``range``, ``int``, indexing) where it is abstract.
+
+    Eager mappings give Python the concrete value of a broadcast state, as `jax.vmap` does; under an enclosing
+    `jit` (or another trace) that value is a tracer. The message names the states read before that point.
+    Also a `TypeError`, like JAX's `ConcretizationTypeError`.
+
+    Example:
+      >>> flag = sm.State(True, name="flag")
+      >>> f = sm.transform.vmap2(lambda x: x * 2 if flag.value else x)
+      >>> f(jnp.ones(2))  # eager: Python sees flag's value, as with jax.vmap
+      Array([2., 2.], dtype=float32)
+      >>> sm.transform.jit(f)(jnp.ones(2))
+      Traceback (most recent call last):
+      ...
+      statemap._errors.ConcreteValueError: vmap2: Python control flow used the value of a state, which is ...
     """
 
 

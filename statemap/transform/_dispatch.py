@@ -250,7 +250,8 @@ class Dispatcher:
 
     def _run_outside(self, program: Program, states: list[State], sig: CallSignature) -> Any:
         """Run a program outside `jax.jit`: its Python tier, or op by op (the cold tier)."""
-        if program.direct is not None:
+        if program.direct is not None:  # the Python tier: keep this transform off the fast path from now on
+            self._fast_ready = False
             return program.direct(sig)
         self._fast_ready = True
         try:

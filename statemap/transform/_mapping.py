@@ -19,7 +19,8 @@ from .._state import State, generation
 from ._arguments import CallSignature
 from ._dispatch import Dispatcher, Program
 from ._mapping_config import MappingConfig
-from ._mapping_plan import Built, build
+from ._mapping_plan import Built, NeedsConcrete, build
+from ._mapping_python import python_tier
 from ._method import bind_method, weak_partial
 from ._static_leaves import StaticLeaves, may_hold_static_leaves, split_static_leaves
 
@@ -42,6 +43,10 @@ _CONFIG_ATTRIBUTES = {
 }
 
 
+def _no_run(arg_leaves: list[Any], values: list[Any]) -> tuple[list[Any], Any]:  # pragma: no cover
+    raise AssertionError("a Python-tier program runs through Program.direct only")
+
+
 class MappingPlan:
     """How one signature of a mapped function treats each state (returned by `StatefulMapping.explain`).
 
@@ -52,7 +57,8 @@ class MappingPlan:
         ``written``, ``in_axis`` (int, ``'broadcast'`` or ``'split-rng'``), ``out_axis`` (int, ``None`` for an
         unbatched write-back, ``'-'`` when not written back), ``how`` (``'declared'``, ``'inferred'``,
         ``'policy:<p>'``, ``'rng'`` or ``'read-only'``).
-      cache: ``'hit'`` or ``'miss'`` for the signature explained.
+      cache: ``'hit'`` or ``'miss'`` for the signature explained; ``'python'`` when it runs in the Python tier
+        (its Python body under `jax.vmap` on every call, because it uses a state's concrete value; no rows).
 
     Example:
       >>> h = sm.ShortTermState(jnp.zeros(3), name="h")
@@ -262,7 +268,7 @@ class StatefulMapping:
         states = None if old is None else old.program.states()
         if old is not None and states is not None and old.generation == generation():
             return old.program, states
-        built = build(self.origin_fun, self.config, sig)
+        built = self._build(sig)
         if old is not None and states is not None and old.same_plan(built):  # new generation, same states
             self._plans[sig.key] = dataclasses.replace(old, generation=built.generation)
             return old.program, states
@@ -270,6 +276,16 @@ class StatefulMapping:
         if built.program.cacheable:
             self._plans[sig.key] = built
         return built.program, built.program.states()  # type: ignore[return-value]  # just built: all alive
+
+    def _build(self, sig: CallSignature) -> Built:
+        """The plan of a signature; one that needs concrete values runs in the Python tier (eager vmap only)."""
+        try:
+            return build(self.origin_fun, self.config, sig)
+        except NeedsConcrete as e:
+            if not self.config.vectorised:
+                raise e.error from None
+            direct = python_tier(self.origin_fun, self.config, e)
+            return Built(Program((), (), _no_run, _no_run, direct=direct), -1, [])
 
     def explain(self, *args: Any, **kwargs: Any) -> MappingPlan:
         """Describe, without running or mutating anything, how a call with these arguments treats each state.
@@ -295,9 +311,9 @@ class StatefulMapping:
         sig = CallSignature.of(self.config.args, args, kwargs)
         built = self._plans.get(sig.key)
         if built is not None and built.program.states() is not None and built.generation == generation():
-            return MappingPlan(self.name, built.size, built.rows, "hit")
-        built = build(self.origin_fun, self.config, sig)
-        return MappingPlan(self.name, built.size, built.rows, "miss")
+            return MappingPlan(self.name, built.size, built.rows, "python" if built.program.direct else "hit")
+        built = self._build(sig)
+        return MappingPlan(self.name, built.size, built.rows, "python" if built.program.direct else "miss")
 
     def clear_cache(self) -> None:
         """Forget every plan (the next call of each signature traces again)."""

@@ -8,10 +8,14 @@ Passes, once per call signature (`build` chains them):
 2. **Trace** (`trace_lane`). Trace the user's function once, abstractly, on one lane. At its first touch each
    state gets its input role: a `RandomState` holding one key is split per lane (``RNG``); a state selected by
    `state_in_axes` at axis ``k`` enters as one lane (its axis ``k`` removed, after checking it exists); any other
-   state is broadcast (``BROADCAST``). Then the batch size is settled from arguments and selected states.
-3. **Discovery** (`discover`). Evaluate the traced jaxpr (not the Python body) under `jax.vmap` inside
-   `jax.make_jaxpr`, which computes nothing, and read which outputs *this* vmap batched (`_compat.batch_dim_in`
-   compares trace identity, so values batched only by an enclosing map are not mistaken for inner-batched ones).
+   state is broadcast (``BROADCAST``). Then the batch size is settled from arguments and selected states. When
+   Python needs a concrete value (``if state.value:``), the trace raises `NeedsConcrete`: that signature runs in
+   the Python tier instead (`_mapping_python.py`).
+3. **Discovery** (`discover`). Which outputs of the traced jaxpr vary per lane: read off its equations when they
+   allow it (`_dependence.py`), else by evaluating the jaxpr (not the Python body) under `jax.vmap` inside
+   `jax.make_jaxpr`, which computes nothing, and reading which outputs *this* vmap batched
+   (`_compat.batch_dim_in` compares trace identity, so values batched only by an enclosing map are not
+   mistaken for inner-batched ones).
 4. **Classify** (`classify`). Check `out_axes` against the result and decide each written state's output axis
    from the declarations and the policy; every inconsistency is a `BatchAxisError` naming the state. Under
    ``'auto'`` a read-then-written state that already has the batch size is promoted to a per-lane input, which
@@ -70,6 +74,23 @@ class StatePlan:
     rng: list[int] = dataclasses.field(default_factory=list)
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     promote: dict[int, int] = dataclasses.field(default_factory=dict)  # 'auto': id(state) -> input axis
+
+
+# What JAX raises when Python needs the concrete value of an abstract one (TracerBool… is a Concretization…).
+CONCRETIZATION_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerIntegerConversionError,
+    jax.errors.TracerArrayConversionError,
+)
+
+
+class NeedsConcrete(Exception):
+    """The lane trace needed a concrete value (Python control flow); `states`: broadcast states read by then."""
+
+    def __init__(self, states: list[State], error: Exception) -> None:
+        super().__init__(str(error))
+        self.states = states
+        self.error = error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,26 +155,33 @@ def trace_lane(fun: Callable[..., Any], config: MappingConfig, sig: CallSignatur
     roles: dict[int, Any] = {}
     state_sizes: list[Size] = []
 
+    touched: list[State] = []
+
     def state_aval(state: State, leaf: Any) -> Any:
         r = roles.get(id(state))
         if r is None:
-            r = roles[id(state)] = _input_role(config, state, forced)
+            r = roles[id(state)] = input_role(config, state, forced)
+            touched.append(state)
             if isinstance(r, int):
-                state_sizes.extend(_state_sizes(config.name, state, r, guess))
+                state_sizes.extend(state_sizes_of(config.name, state, r, guess))
         return drop_axis(leaf, r) if isinstance(r, int) else jax.typeof(leaf)
 
     axis_env = list(config.axis_env)
     if config.axis_name is not None:
         axis_env.append((config.axis_name, guess))
-    entry = trace_stateful(
-        fun,
-        sig,
-        axis_env=axis_env or None,
-        return_only_write=config.return_only_write,
-        name=config.name,
-        state_aval=state_aval,
-        abstract_leaves=lane,
-    )
+    try:
+        entry = trace_stateful(
+            fun,
+            sig,
+            axis_env=axis_env or None,
+            return_only_write=config.return_only_write,
+            name=config.name,
+            state_aval=state_aval,
+            abstract_leaves=lane,
+        )
+    except CONCRETIZATION_ERRORS as e:
+        broadcast = [s for s in touched if roles[id(s)] == BROADCAST]
+        raise NeedsConcrete(broadcast, e) from e
     states = list(entry.states)
     role_list = [roles.get(id(s), BROADCAST) for s in states]  # a state with no leaves has no role: broadcast
     size = batch_size(config, sizes + state_sizes)
@@ -161,7 +189,7 @@ def trace_lane(fun: Callable[..., Any], config: MappingConfig, sig: CallSignatur
     return LaneTrace(entry, states, role_list, axes, size, dims)
 
 
-def _input_role(config: MappingConfig, state: State, forced: dict[int, int]) -> Any:
+def input_role(config: MappingConfig, state: State, forced: dict[int, int]) -> Any:
     if isinstance(state, RandomState) and _is_scalar_key(peek(state)):
         return RNG
     if id(state) in forced:
@@ -170,7 +198,7 @@ def _input_role(config: MappingConfig, state: State, forced: dict[int, int]) -> 
     return BROADCAST if is_unmatched(ax) or ax is None else ax
 
 
-def _state_sizes(who: str, state: State, axis: int, guess: int) -> list[Size]:
+def state_sizes_of(who: str, state: State, axis: int, guess: int) -> list[Size]:
     leaves = jax.tree_util.tree_leaves(peek(state))
     return [(_state_leaf_size(x, axis, state, who, guess), describe_state(state)) for x in leaves]
 
@@ -342,8 +370,9 @@ def classify(
             plan.rng.append(i)
             row["how"] = "rng"
         elif i in batched_out:  # written, or returned unchanged (return_only_write=False)
-            decision = _out_axis(config, lt, i, batched_out[i], forced)
-            if isinstance(decision, _Promote):
+            lane = LaneState(state, r, entry.read[i], entry.written[i])
+            decision = out_axis(config, lane, lt.size, batched_out[i], forced)
+            if isinstance(decision, Promote):
                 plan.promote[id(state)] = decision.axis
                 continue
             row["out_axis"], row["how"] = decision
@@ -367,39 +396,50 @@ def _row(state: State, role: Any, read: bool, written: bool) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Promote:
+class Promote:
+    """Policy 'auto': map this state on input `axis` too, and plan again."""
+
     axis: int
 
 
-def _out_axis(
-    config: MappingConfig, lt: LaneTrace, i: int, batched: bool, forced: dict[int, int]
-) -> tuple[int | None, str] | _Promote:
-    """(output axis, how it was decided) of state `i`, which comes back from the lane."""
-    who, state, r = config.name, lt.states[i], lt.roles[i]
-    written, read = lt.entry.written[i], lt.entry.read[i]
+@dataclasses.dataclass(frozen=True)
+class LaneState:
+    """What one lane did with a state: its input role (axis, `BROADCAST` or `RNG`), whether read and written."""
+
+    state: State
+    role: Any
+    read: bool
+    written: bool
+
+
+def out_axis(
+    config: MappingConfig, lane: LaneState, size: int, batched: bool, forced: dict[int, int]
+) -> tuple[int | None, str] | Promote:
+    """(output axis, how it was decided) of a state that comes back from the lane (`batched`: per lane)."""
+    who, state, r = config.name, lane.state, lane.role
     decl = match_axis(config.state_out_axes, state)
     if isinstance(r, int):
         if isinstance(decl, int) and decl != r:
             raise _axis_mismatch(config, state, r, decl)
-        if decl is None and batched and written:
-            raise _declared_none(who, state, lt.size)
+        if decl is None and batched and lane.written:
+            raise _declared_none(who, state, size)
         return r, ("policy:auto" if id(state) in forced else "declared")
-    if not written:  # return_only_write=False: a read-only broadcast state, written back unchanged
+    if not lane.written:  # return_only_write=False: a read-only broadcast state, written back unchanged
         return None, "read-only"
     if decl is None:
         if batched:
-            raise _declared_none(who, state, lt.size)
+            raise _declared_none(who, state, size)
         return None, "declared"
     if isinstance(decl, int):
-        if batched and read and _has_size(peek(state), decl, lt.size):
-            raise _read_not_mapped(who, state, decl, lt.size)
+        if batched and lane.read and _has_size(peek(state), decl, size):
+            raise _read_not_mapped(who, state, decl, size)
         return decl, "declared"
     if not batched:
         return None, "inferred"
-    return _undeclared(config, state, read, lt.size)
+    return _undeclared(config, state, lane.read, size)
 
 
-def _undeclared(config: MappingConfig, state: State, read: bool, size: int) -> tuple[int | None, str] | _Promote:
+def _undeclared(config: MappingConfig, state: State, read: bool, size: int) -> tuple[int | None, str] | Promote:
     """An undeclared state written per lane: what the policy says."""
     who, policy = config.name, config.policy
     if policy == "raise":
@@ -414,7 +454,7 @@ def _undeclared(config: MappingConfig, state: State, read: bool, size: int) -> t
             )
         )
     if policy == "auto" and read and _has_size(peek(state), 0, size):
-        return _Promote(0)
+        return Promote(0)
     if policy == "warn":
         warnings.warn(
             f"{who}: {describe_state(state)} was written per lane but is not declared in state_out_axes; "
