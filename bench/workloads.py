@@ -2,9 +2,10 @@
 
 The pure versions keep their state in Python attributes and write the new values back after every call, which
 is what a user without statemap writes by hand. Both versions of a model draw the same random numbers:
-statemap's mapping splits a `RandomState` key ``K`` into ``jax.random.split(K, B + 1)``, lane ``i`` gets key
-``i + 1`` and the state keeps key 0; a draw inside a lane splits the lane key into ``(new, sub)``, keeps
-``new`` and samples with ``sub``. The pure versions do exactly that, so trajectories can be compared.
+statemap's mapping splits a `RandomState` key ``K`` into ``jax.random.split(K, 2B + 1)``; the state keeps key 0,
+lane ``i`` draws its first numbers directly with key ``1 + i`` when it draws in the lane itself, and otherwise
+starts from key ``B + 1 + i`` (inside a `grad` or a loop in the lane, each draw splits that key into
+``(new, sub)`` and samples with ``sub``). The pure versions do exactly that, so trajectories can be compared.
 """
 
 from __future__ import annotations
@@ -189,8 +190,8 @@ class PureEnsemble:
             return tuple(p - lr * g for p, g in zip(params, grads, strict=True)), value
 
         def train(params: tuple, key: jax.Array, x: jax.Array, y: jax.Array) -> tuple[tuple, jax.Array, jax.Array]:
-            keys = jax.random.split(key, members + 1)
-            new, value = jax.vmap(member_step, in_axes=(0, 0, None, None))(params, keys[1:], x, y)
+            keys = jax.random.split(key, 2 * members + 1)
+            new, value = jax.vmap(member_step, in_axes=(0, 0, None, None))(params, keys[members + 1 :], x, y)
             return new, keys[0], value
 
         self.train = jax.jit(train)
@@ -274,8 +275,8 @@ class PureLif:
             return rates, v
 
         def run(V: jax.Array, key: jax.Array, drive: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-            keys = jax.random.split(key, trials + 1)
-            rates, v = jax.vmap(trial, in_axes=(0, 0, None))(V, keys[1:], drive)
+            keys = jax.random.split(key, 2 * trials + 1)
+            rates, v = jax.vmap(trial, in_axes=(0, 0, None))(V, keys[trials + 1 :], drive)
             return rates, v, keys[0]
 
         self.run = jax.jit(run)
@@ -364,8 +365,7 @@ def cold_small(kind: str, contender: str, batch: int = 8, width: int = 16) -> Ca
     key = jax.random.key(0)
 
     def lane(h: jax.Array, k: jax.Array, x: jax.Array) -> jax.Array:
-        _, sub = jax.random.split(k)
-        return h + jax.random.normal(sub, x.shape) + x
+        return h + jax.random.normal(k, x.shape) + x
 
     f2 = mapper(lane)
 

@@ -12,13 +12,22 @@ import jax
 from jax.extend import core as jex_core
 from jax.extend import source_info_util
 
-__all__ = ["new_trace_input", "current_trace", "batch_dim_in", "is_tracer"]
+__all__ = ["new_trace_input", "current_trace", "use_trace", "batch_dim_in", "is_tracer"]
 
 
 def current_trace() -> Any:
     """The innermost active JAX trace (public: `jax.extend.core.take_current_trace`)."""
     with jex_core.take_current_trace() as trace:
         return trace
+
+
+def use_trace(trace: Any) -> Any:
+    """Context manager: operations run under `trace` (public: `jax.extend.core.set_current_trace`).
+
+    Why: a state's first touch may happen while an inner transform traces (a `grad` inside a mapped lane);
+    the values a mapping derives for the state then belong to the mapping's own trace, not the inner one.
+    """
+    return jex_core.set_current_trace(trace)  # type: ignore[no-untyped-call]
 
 
 def new_trace_input(trace: Any, aval: Any) -> Any:

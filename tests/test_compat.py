@@ -43,6 +43,26 @@ def test_current_trace():
     assert seen["vmap"] is not outside and seen["vmap"] is not seen["jit"]
 
 
+def test_use_trace():
+    """An operation inside an inner trace, run under the outer trace, belongs to the outer jaxpr."""
+    seen = {}
+
+    def outer(x):
+        trace = _compat.current_trace()
+
+        def inner(y):
+            with _compat.use_trace(trace):
+                seen["z"] = x * 3.0  # staged into `outer`, not into `inner`
+            return y + 1.0
+
+        inner_jaxpr = jax.make_jaxpr(inner)(1.0)
+        assert not inner_jaxpr.consts and len(inner_jaxpr.jaxpr.eqns) == 1
+        return seen["z"]
+
+    closed = jax.make_jaxpr(outer)(2.0)
+    assert [e.primitive.name for e in closed.jaxpr.eqns] == ["mul"]
+
+
 def test_new_trace_input():
     def f(x):
         trace = _compat.current_trace()

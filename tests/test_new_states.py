@@ -54,7 +54,7 @@ def test_global_key_advances_once_and_seed_is_deterministic():
     a = Neuron()
     sm.transform.vmap2_new_states(a, {"n": 2}, axis_size=3)
     np.testing.assert_array_equal(
-        jax.random.key_data(sm.random.DEFAULT.value), jax.random.key_data(jax.random.split(k0, 4)[0])
+        jax.random.key_data(sm.random.DEFAULT.value), jax.random.key_data(jax.random.split(k0, 2 * 3 + 1)[0])
     )
     b = Neuron()
     sm.transform.vmap2_new_states(b, {"n": 2}, axis_size=3)

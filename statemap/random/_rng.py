@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import operator
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -81,6 +82,52 @@ def _to_key(seed_or_key: Any, who: str = "RandomState") -> Any:
     )
 
 
+# -- lane keys: a mapping's lanes draw with keys split off outside the lane ----------------------------------
+_LANES = threading.local()
+
+
+def _lane_registry() -> dict[int, tuple[Any, Any]]:
+    registry: dict[int, tuple[Any, Any]] | None = getattr(_LANES, "keys", None)
+    if registry is None:
+        registry = _LANES.keys = {}
+    return registry
+
+
+def _take_lane_key(value: Any) -> Any:
+    """The draw key registered for the lane key object `value` (once), or None."""
+    registry = _lane_registry()
+    if not registry:
+        return None
+    entry = registry.get(id(value))
+    if entry is None or entry[0] is not value:
+        return None
+    del registry[id(value)]
+    return entry[1]
+
+
+@contextmanager
+def lane_keys() -> Iterator[Callable[[Any, Any], None]]:
+    """Register lane keys while a mapping traces or runs one lane: ``register(carry, draw)``.
+
+    A mapping splits a generator's key ``K`` into ``split(K, 2B + 1)``: the generator keeps key 0, and lane ``i``
+    sees key ``B + 1 + i`` as the generator's value (its *carry*) and draws its first numbers with key ``1 + i``
+    directly, as hand-written ``jax.vmap(sampler)(jax.random.split(K, B))`` code does: no split inside the lane
+    unless it draws twice. Registrations are per thread and end with the context.
+    """
+    registry = _lane_registry()
+    added: list[int] = []
+
+    def register(carry: Any, draw: Any) -> None:
+        registry[id(carry)] = (carry, draw)
+        added.append(id(carry))
+
+    try:
+        yield register
+    finally:
+        for k in added:
+            registry.pop(k, None)
+
+
 class RandomState(State, SamplerMethods):
     """A random number generator state: holds a typed JAX key and advances it on every draw.
 
@@ -115,6 +162,9 @@ class RandomState(State, SamplerMethods):
     def split_key(self, n: int | None = None) -> Any:
         """Advance this generator and return one fresh key (``n=None``) or ``n`` keys of shape ``(n,)``.
 
+        Inside one lane of a mapping, the first single key is the lane's own draw key, handed out without
+        another split (see `lane_keys`); every later key is split off as usual.
+
         Raises:
           TypeError / ValueError: `n` is not an int >= 1; the key is left unchanged.
 
@@ -124,7 +174,11 @@ class RandomState(State, SamplerMethods):
           ((), (3,))
         """
         if n is None:
-            new, out = jax.random.split(self.value)
+            value = self.value
+            draw = _take_lane_key(value)
+            if draw is not None:
+                return draw
+            new, out = jax.random.split(value)
             self.value = new
             return out
         try:

@@ -151,8 +151,12 @@ def trace_stateful(
     name: str = "StatefulFunction",
     state_aval: Callable[[State, Any], Any] = default_state_aval,
     abstract_leaves: Sequence[Any] | None = None,
+    state_view: Callable[[State, Any], Any] | None = None,
 ) -> Traced:
     """Trace `fun` once for the call `sig`; see `Traced`. `abstract_leaves`, if given, replaces the dynamic leaves.
+
+    `state_view`, if given, turns a state's fresh inputs into the value the function sees (a mapping's random
+    states take a pair of keys and show one, `_mapping_plan.trace_lane`).
 
     The trace frame's hook turns each state's value into fresh jaxpr inputs (typed by `state_aval`) at its
     first touch; the frame, not the State, holds them, so other threads never see these tracers.
@@ -166,9 +170,12 @@ def trace_stateful(
         def hook(state: State, value: Any) -> Any:
             done.setdefault("originals", {})[id(state)] = value
             leaves, tree = jax.tree_util.tree_flatten(value)
-            return jax.tree_util.tree_unflatten(
-                tree, [_compat.new_trace_input(trace, state_aval(state, x)) for x in leaves]
-            )
+            inputs = [_compat.new_trace_input(trace, state_aval(state, x)) for x in leaves]
+            view = jax.tree_util.tree_unflatten(tree, inputs)
+            if state_view is None:
+                return view
+            with _compat.use_trace(trace):  # the first touch may happen inside an inner transform's trace
+                return state_view(state, view)
 
         with catch_new_states() as caught, StateTrace(hook, name) as frame:
             try:

@@ -15,7 +15,8 @@ from typing import Any
 
 import jax
 
-from .._state import State, generation
+from .._errors import ConcreteValueError
+from .._state import State, generation, peek
 from ._arguments import CallSignature
 from ._dispatch import Dispatcher, Program
 from ._mapping_config import MappingConfig
@@ -256,6 +257,14 @@ class StatefulMapping:
                 return self._child(split)._dispatcher(split.holed(args), kwargs)
         return self._dispatcher(args, kwargs)
 
+    def _route(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[StatefulMapping, tuple[Any, ...]]:
+        """(the mapping that handles this call, its arguments): a child when static leaves are taken out."""
+        if may_hold_static_leaves(self.config, args):
+            split = split_static_leaves(self.config, args, kwargs)
+            if split is not None:
+                return self._child(split), split.holed(args)
+        return self, args
+
     def _child(self, split: StaticLeaves) -> StatefulMapping:
         """The mapping of this function with these static leaves bound (non-array leaves mapped with None)."""
         child = self._children.get(split.key)
@@ -305,15 +314,37 @@ class StatefulMapping:
           >>> h.value.sum()
           Array(0., dtype=float32)
         """
-        split = split_static_leaves(self.config, args, kwargs) if may_hold_static_leaves(self.config, args) else None
-        if split is not None:
-            return self._child(split).explain(*split.holed(args), **kwargs)
+        target, args = self._route(args, kwargs)
+        if target is not self:
+            return target.explain(*args, **kwargs)
         sig = CallSignature.of(self.config.args, args, kwargs)
         built = self._plans.get(sig.key)
         if built is not None and built.program.states() is not None and built.generation == generation():
             return MappingPlan(self.name, built.size, built.rows, "python" if built.program.direct else "hit")
         built = self._build(sig)
         return MappingPlan(self.name, built.size, built.rows, "python" if built.program.direct else "miss")
+
+    def lower(self, *args: Any, **kwargs: Any) -> jax.stages.Lowered:
+        """The program of this call's signature lowered for XLA (like ``jax.jit(f).lower``): inspect its HLO.
+
+        Nothing runs and no state changes. A signature in the Python tier (see `explain`) has no single program.
+
+        Example:
+          >>> f = sm.transform.vmap2(lambda x: jnp.sin(x) * 2)
+          >>> "sine" in f.lower(jnp.ones(3)).as_text()
+          True
+        """
+        target, args = self._route(args, kwargs)
+        if target is not self:
+            return target.lower(*args, **kwargs)
+        sig = CallSignature.of(self.config.args, args, kwargs)
+        program, states = self._resolve(sig, False)
+        if program.direct is not None:
+            raise ConcreteValueError(
+                f"{self.name}: this signature runs in the Python tier (it uses a state's concrete value), so it has "
+                "no single compiled program to lower"
+            )
+        return jax.jit(program.run).lower(sig.leaves, [peek(s) for s in states])
 
     def clear_cache(self) -> None:
         """Forget every plan (the next call of each signature traces again)."""

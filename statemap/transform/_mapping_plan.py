@@ -22,7 +22,8 @@ Passes, once per call signature (`build` chains them):
    traces once more (`build` loops).
 5. **Program** (`make_program`). Build ``mapping_fn(lane, ...)`` once per plan and wrap it in the function the
    dispatcher runs; for `jax.vmap` it is compiled with `jax.jit`. Random states advance exactly once per call:
-   their key is split into ``B + 1`` keys, lane ``i`` gets key ``i + 1`` and the state keeps key 0.
+   their key is split into ``2B + 1`` keys; the state keeps key 0 and lane ``i`` draws first with key ``1 + i``
+   and carries key ``B + 1 + i`` (`lane_key_pairs`, `statemap.random._rng.lane_keys`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import jax
 from .. import _compat
 from .._errors import BatchAxisError, describe_state, message, short_aval, tree_aval
 from .._state import State, generation, peek
-from ..random._rng import RandomState
+from ..random._rng import RandomState, lane_keys
 from ._arguments import CallSignature, abstract, resolve_argnums, shape_struct
 from ._dependence import batched_outputs
 from ._dispatch import Program, check_signatures
@@ -164,21 +165,32 @@ def trace_lane(fun: Callable[..., Any], config: MappingConfig, sig: CallSignatur
             touched.append(state)
             if isinstance(r, int):
                 state_sizes.extend(state_sizes_of(config.name, state, r, guess))
+        if r == RNG:  # a pair (draw key, carry key) per lane: see statemap.random._rng.lane_keys
+            return jax.typeof(leaf).update(shape=(2,))
         return drop_axis(leaf, r) if isinstance(r, int) else jax.typeof(leaf)
+
+    def state_view(state: State, value: Any) -> Any:
+        if roles.get(id(state)) != RNG:
+            return value
+        carry = value[1]  # one object: the generator recognises it by identity (lane_keys)
+        register(carry, value[0])
+        return carry
 
     axis_env = list(config.axis_env)
     if config.axis_name is not None:
         axis_env.append((config.axis_name, guess))
     try:
-        entry = trace_stateful(
-            fun,
-            sig,
-            axis_env=axis_env or None,
-            return_only_write=config.return_only_write,
-            name=config.name,
-            state_aval=state_aval,
-            abstract_leaves=lane,
-        )
+        with lane_keys() as register:
+            entry = trace_stateful(
+                fun,
+                sig,
+                axis_env=axis_env or None,
+                return_only_write=config.return_only_write,
+                name=config.name,
+                state_aval=state_aval,
+                abstract_leaves=lane,
+                state_view=state_view,
+            )
     except CONCRETIZATION_ERRORS as e:
         broadcast = [s for s in touched if roles[id(s)] == BROADCAST]
         raise NeedsConcrete(broadcast, e) from e
@@ -274,7 +286,7 @@ def discover_traced(
         for leaf in jax.tree_util.tree_leaves(peek(state)):
             if r == RNG:
                 in_axes.append(0)
-                sds.append(shape_struct((size,), leaf.dtype))
+                sds.append(shape_struct((size, 2), leaf.dtype))
             else:
                 in_axes.append(r if isinstance(r, int) else None)
                 sds.append(abstract(leaf))
@@ -556,9 +568,9 @@ def make_program(config: MappingConfig, lt: LaneTrace, plan: StatePlan, sig: Cal
         flat, new_keys = list(arg_leaves), []
         for i, v in enumerate(values):
             if i in rng:
-                keys = jax.random.split(v, size + 1)
-                new_keys.append(keys[0])
-                flat.append(keys[1:])
+                new_key, pairs = lane_key_pairs(v, size)
+                new_keys.append(new_key)
+                flat.append(pairs)
             else:
                 flat.extend(jax.tree_util.tree_leaves(v))
         if needs_dummy:
@@ -573,6 +585,12 @@ def make_program(config: MappingConfig, lt: LaneTrace, plan: StatePlan, sig: Cal
     exe = jax.jit(run) if config.vectorised else run
     program = Program(lt.states, plan.out_list + plan.rng, run, exe, entry.cacheable)
     return Built(program, size, plan.rows)
+
+
+def lane_key_pairs(key: Any, size: int) -> tuple[Any, Any]:
+    """(the generator's next key, per lane a (draw, carry) key pair of shape ``(size, 2)``) from one split."""
+    keys = jax.random.split(key, 2 * size + 1)
+    return keys[0], jax.numpy.stack([keys[1 : size + 1], keys[size + 1 :]], axis=1)
 
 
 # -- helpers and messages ------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ here on every call, with exactly the semantics of eager `jax.vmap` over a closed
 - Broadcast states are seen with their concrete values, so Python control flow on them works and is evaluated
   again on every call (flipping a flag switches the branch, and with it the set of written states).
 - A state selected by `state_in_axes` is seen one lane at a time (sliced inside the map with the lane index).
-- A `RandomState` is split exactly as in the compiled tier (``split(key, B + 1)``; lane ``i`` gets key ``i + 1``,
-  the state keeps key 0), so both tiers draw the same numbers.
+- A `RandomState` is split exactly as in the compiled tier (`_mapping_plan.lane_key_pairs`), so both tiers draw
+  the same numbers.
 - Written states are placed by the same rules as in the compiled tier (`_mapping_plan.out_axis`); whether a write
   varies per lane is whether its value is a tracer of this map. Writes happen together at the end; after an
   exception every state keeps its value.
@@ -29,6 +29,7 @@ from .. import _compat
 from .._errors import ConcreteValueError, describe_state, message
 from .._state import State, mark_dead, write_back
 from .._trace import CONTEXT, StateTrace, catch_new_states
+from ..random._rng import lane_keys
 from ._arguments import CallSignature
 from ._mapping_config import MappingConfig
 from ._mapping_plan import (
@@ -41,6 +42,7 @@ from ._mapping_plan import (
     batch_size,
     input_role,
     lane_arguments,
+    lane_key_pairs,
     out_axis,
     state_sizes_of,
 )
@@ -83,6 +85,8 @@ class _Run:
         self.roles: dict[int, Any] = {}
         self.new_keys: dict[int, Any] = {}
         self.lane: Any = None
+        self.trace: Any = None
+        self.register: Callable[[Any, Any], None] = _unregistered
         self.frame = StateTrace(self._enter, config.name)
         self.unbatched: dict[int, Any] = {}
         self.batched: list[int] = []
@@ -99,12 +103,13 @@ class _Run:
             axis_size=self.size,
             **config.mapping_kwargs,
         )
-        out, stacked = mapped(jnp.arange(self.size), *self.sig.leaves)
+        with lane_keys() as self.register:
+            out, stacked = mapped(jnp.arange(self.size), *self.sig.leaves)
         self._place(dict(zip(self.batched, stacked, strict=True)))
         return out
 
     def _body(self, lane: Any, *leaves: Any) -> tuple[Any, list[Any]]:
-        self.lane = lane
+        self.lane, self.trace = lane, _compat.current_trace()
         args, kwargs = self.sig.rebuild(leaves)
         with catch_new_states() as caught, self.frame:
             try:
@@ -124,12 +129,19 @@ class _Run:
         return out, stacked
 
     def _enter(self, state: State, value: Any) -> Any:
-        """The frame's hook: a state's value as one lane sees it, at its first touch."""
+        """The frame's hook: a state's value as one lane sees it, at its first touch (maybe inside an inner
+        transform's trace: the view is computed under this map's own trace)."""
+        with _compat.use_trace(self.trace):
+            return self._lane_view(state, value)
+
+    def _lane_view(self, state: State, value: Any) -> Any:
         role = self.roles[id(state)] = input_role(self.config, state, self.forced)
         if role == RNG:
-            keys = jax.random.split(value, self.size + 1)
-            self.new_keys[id(state)] = keys[0]
-            return keys[1:][self.lane]
+            self.new_keys[id(state)], pairs = lane_key_pairs(value, self.size)
+            pair = pairs[self.lane]
+            carry = pair[1]  # one object: the generator recognises it by identity (lane_keys)
+            self.register(carry, pair[0])
+            return carry
         if isinstance(role, int):
             batch_size(
                 self.config,
@@ -163,6 +175,10 @@ class _Run:
         if axis is None:
             return self.unbatched[i]
         return jax.tree_util.tree_map(lambda x: _broadcast(x, axis, self.size), self.unbatched[i])
+
+
+def _unregistered(carry: Any, draw: Any) -> None:  # pragma: no cover - replaced before the body runs
+    raise AssertionError("lane keys are registered only while the map runs")
 
 
 def _broadcast(x: Any, axis: int, size: int) -> Any:
