@@ -186,7 +186,8 @@ def case_cold(cfg: Config) -> list[dict[str, Any]]:
     }
     t = cold_samples(builders, cfg["cold_samples"])
     title = (
-        f"cold call (trace+compile+run), {3 * layers + 1}-state MLP ensemble ({layers} layers, "
+        f"first eager call (statemap: trace + run op by op; JAX: trace + compile + run), {3 * layers + 1}-state MLP "
+        f"ensemble ({layers} layers, "
         f"width {width}, {members} members): vmap2 vs jax.jit(jax.vmap)"
     )
     return [
@@ -203,6 +204,51 @@ def case_cold(cfg: Config) -> list[dict[str, Any]]:
             samples_ms={k: [x * 1e3 for x in v["samples_s"]] for k, v in t.items()},
         )
     ]
+
+
+# -- case 8: first calls of small mappings, and the size of a per-lane draw's program ----------------------------
+_COLD_SMALL_TITLES = {
+    "stateless": "stateless sin(x)*2+x",
+    "state": "one per-lane state",
+    "random": "a per-lane random draw plus a state",
+}
+
+
+def case_cold_small(cfg: Config) -> list[dict[str, Any]]:
+    batch, width = cfg["small_cold_batch"], cfg["small_cold_width"]
+    rows = []
+    for letter, kind in zip("abc", W.COLD_SMALL_KINDS, strict=True):
+        contenders = ("statemap", "vmap", "jit_vmap")
+        builders = {c: (lambda c=c, kind=kind: W.cold_small(kind, c, batch, width)) for c in contenders}
+        t = cold_samples(builders, cfg["small_cold_samples"])
+        rows.append(
+            row(
+                f"8{letter}",
+                f"first eager vmap2 call, {_COLD_SMALL_TITLES[kind]} over ({batch}, {width}), vs eager jax.vmap",
+                "median seconds of a first call",
+                "ms",
+                t["statemap"]["median_s"] * 1e3,
+                t["vmap"]["median_s"] * 1e3,
+                "<=",
+                3.0,
+                jit_vmap_ms=t["jit_vmap"]["median_s"] * 1e3,
+                samples_ms={k: [x * 1e3 for x in v["samples_s"]] for k, v in t.items()},
+            )
+        )
+    statemap_hlo, pure_hlo = W.per_lane_draw_hlo(batch, width)
+    rows.append(
+        row(
+            "8d",
+            f"compiled HLO of a per-lane draw plus a state over ({batch}, {width}) vs jax.random.split + jax.vmap",
+            "HLO instructions after optimisation",
+            "instr",
+            statemap_hlo,
+            pure_hlo,
+            "<=",
+            1.1,
+        )
+    )
+    return rows
 
 
 # -- case 5: ensemble SGD with per-member dropout ------------------------------------------------------------
@@ -348,6 +394,7 @@ CASES: dict[str, Callable[[Config], list[dict[str, Any]]]] = {
     "jit_vmap2": case_jit_vmap2,
     "states_scaling": case_states_scaling,
     "cold": case_cold,
+    "cold_small": case_cold_small,
     "ensemble": case_ensemble,
     "lif": case_lif,
     "memory": case_memory,

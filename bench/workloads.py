@@ -29,6 +29,9 @@ __all__ = [
     "StatemapEnsemble",
     "StatemapLif",
     "cold_mlp_pure",
+    "cold_small",
+    "per_lane_draw_hlo",
+    "COLD_SMALL_KINDS",
     "cold_mlp_statemap",
     "for_loop_missing",
 ]
@@ -392,3 +395,31 @@ def _cold_small_statemap(kind: str, x: jax.Array) -> Callable[[], Any]:
 
     f = sm.transform.vmap2(step, state_in_axes={0: h}, state_out_axes={0: h})
     return lambda: f(x)
+
+
+def per_lane_draw_hlo(batch: int, width: int) -> tuple[int, int]:
+    """(statemap, hand-written) optimised HLO instruction counts of one per-lane draw plus a state."""
+    import statemap as sm
+
+    x = jnp.ones((batch, width))
+    h = sm.ShortTermState(jnp.zeros((batch, width)), name="h")
+    rng = sm.random.RandomState(0)
+
+    def step(x: jax.Array) -> jax.Array:
+        h.value = h.value + rng.normal(size=x.shape) + x
+        return h.value
+
+    mapped = sm.transform.vmap2(step, state_in_axes={0: h}, state_out_axes={0: h})
+
+    def pure(h: jax.Array, key: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        keys = jax.random.split(key, batch + 1)
+        return jax.vmap(lambda h, k, x: h + jax.random.normal(k, x.shape) + x)(h, keys[1:], x), keys[0]
+
+    return _hlo_size(mapped.lower(x)), _hlo_size(jax.jit(pure).lower(h.value, rng.value, x))
+
+
+def _hlo_size(lowered: Any) -> int:
+    import re
+
+    text = lowered.compile().as_text()
+    return sum(1 for line in text.splitlines() if re.match(r"^\s*(ROOT )?[%\w.\-]+ = ", line))

@@ -439,6 +439,31 @@ def read_values(states: Sequence[State]) -> list[Any]:
     return [s._value if s._dead is None else _dead(s) for s in states]
 
 
+def read_refs(refs: Sequence[Any]) -> tuple[list[State], list[Any]]:
+    """(states, committed values) of weakly referenced states, outside every trace (a dispatcher's fast path).
+
+    Raises:
+      AttributeError: a state died (its reference returns None). TraceContextError: a state holds a dead tracer.
+    """
+    states = [r() for r in refs]
+    return states, [s._value if s._dead is None else _dead(s) for s in states]
+
+
+def commit(states: Sequence[State], updates: dict[int, Any]) -> None:
+    """`write_back` outside every trace, for values that hold no tracer (a dispatcher's fast path)."""
+    if len(updates) == 1:  # one state: a single assignment is already atomic for other threads
+        for i, v in updates.items():
+            s = states[i]
+            s._value = v
+            s._dead = None
+        return
+    with _WRITE_LOCK:
+        for i, v in updates.items():
+            s = states[i]
+            s._value = v
+            s._dead = None
+
+
 def write_back(states: Sequence[State], updates: dict[int, Any], who: str | None = None) -> None:
     """Write ``updates[i]`` into ``states[i]`` for every key ``i``: the one write-back of every transform.
 
@@ -454,11 +479,7 @@ def write_back(states: Sequence[State], updates: dict[int, Any], who: str | None
     if who is not None:
         for i, v in updates.items():
             states[i]._check_no_tracer(v, who)
-    with _WRITE_LOCK:
-        for i, v in updates.items():
-            s = states[i]
-            s._value = v
-            s._dead = None
+    commit(states, updates)
 
 
 def set_path(state: State, path: tuple[Any, ...]) -> None:

@@ -15,7 +15,7 @@ from bench.cases import row
 from bench.run import FULL, SMOKE, _parse_set, markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPECTED = ["0", "1", "2", "3a", "3b", "4", "5", "6", "7a", "7b"]
+EXPECTED = ["0", "1", "2", "3a", "3b", "4", "8a", "8b", "8c", "8d", "5", "6", "7a", "7b"]
 
 
 @pytest.fixture(scope="module")

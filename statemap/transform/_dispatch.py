@@ -31,7 +31,7 @@ import jax
 
 from .. import _compat
 from .._errors import MappingRuntimeError, StatemapError, TraceContextError, without_jax_note
-from .._state import State, generation, read_values, write_back
+from .._state import State, commit, generation, read_refs, read_values, write_back
 from .._trace import CONTEXT
 from ._arguments import ArgSpec, CallSignature, value_signature
 
@@ -162,9 +162,10 @@ class Dispatcher:
         self.spec = spec
         self._fast = fast and not spec.has_static
         self._cold = cold
-        # With a cold tier, calls take the traced path until one ran cold: a fresh transform's first call
-        # then never enters the fast path's `jax.jit` (its trace and aborts cost as much as the call).
-        self._fast_ready = not cold
+        # Whether eager calls take the fast path now. With a cold tier, calls take the traced path until one
+        # ran cold: a fresh transform's first call then never enters the fast path's `jax.jit` (its trace and
+        # aborts cost as much as the call). A Python-tier program turns it off for good.
+        self._fast_ready = self._fast and not cold
         self._jit_kwargs = dict(jit_kwargs or {})
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -177,15 +178,14 @@ class Dispatcher:
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self.calls += 1
-        if self._fast and self._fast_ready and not CONTEXT.stack:  # the hot path of every eager call: keep it flat
+        if self._fast_ready and not CONTEXT.stack:  # the hot path of every eager call: keep it flat
             for _ in range(_MAX_TRIES):
                 known = self._known
                 if known.generation != generation():  # states were created or re-bound since: check again
                     self._revalidate(known)
                     continue
-                states: list[Any] = [r() for r in known.refs]
                 try:
-                    values = read_values(states)
+                    states, values = read_refs(known.refs)
                 except AttributeError:  # a known state died: compact the list (new positions, new jax.jit)
                     self._compact()
                     continue
@@ -204,7 +204,7 @@ class Dispatcher:
                 except TypeError:
                     CallSignature.of(self.spec, args, kwargs)  # raises a statemap ArgumentError naming a bad argument
                     raise
-                write_back(states, written)
+                commit(states, written)
                 return out
         return self._call_traced(CallSignature.of(self.spec, args, kwargs))
 
@@ -253,7 +253,7 @@ class Dispatcher:
         if program.direct is not None:  # the Python tier: keep this transform off the fast path from now on
             self._fast_ready = False
             return program.direct(sig)
-        self._fast_ready = True
+        self._fast_ready = self._fast
         try:
             new_values, out = program.run(sig.leaves, read_values(states))
         except StaleProgram:  # another thread changed a state's type since the program was resolved

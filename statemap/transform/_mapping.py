@@ -239,6 +239,7 @@ class StatefulMapping:
         self.name = config.name
         self._plans: dict[Hashable, Built] = {}
         self._children: dict[Hashable, StatefulMapping] = {}  # per value of static leaves (_static_leaves.py)
+        self._unmapped = not isinstance(config.in_axes, int)  # some argument may be mapped with None
         self._misses = 0
         self._dispatcher = Dispatcher(self._resolve, config.args, config.vectorised, cold=config.vectorised)
         functools.update_wrapper(self, fun, updated=())
@@ -251,7 +252,7 @@ class StatefulMapping:
         return getattr(config, field)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if may_hold_static_leaves(self.config, args):
+        if self._unmapped and may_hold_static_leaves(self.config, args):
             split = split_static_leaves(self.config, args, kwargs)
             if split is not None:
                 return self._child(split)._dispatcher(split.holed(args), kwargs)
