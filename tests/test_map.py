@@ -111,3 +111,45 @@ def test_bad_batch_size_is_a_value_error(batch_size):
     with pytest.raises((ValueError, TypeError), match="batch_size"):
         sm.transform.map(lambda x: x + s.value, jnp.ones(3), batch_size=batch_size)
     assert float(s.value) == 1.0
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_map_with_python_control_flow_on_a_state_runs_like_the_eager_loop(batch_size):
+    flag = sm.State(True, name="flag")
+    total = sm.ShortTermState(jnp.zeros(()), name="total")
+
+    def f(x):
+        if flag.value:
+            return x * 2
+        return x
+
+    xs = jnp.arange(5.0)
+    np.testing.assert_allclose(sm.transform.map(f, xs, batch_size=batch_size), xs * 2)
+    flag.value = False
+    np.testing.assert_allclose(sm.transform.map(f, xs, batch_size=batch_size), xs)
+
+    def g(x):
+        if flag.value:
+            total.value = total.value + x
+        return x
+
+    flag.value = True
+    if batch_size is None:  # sequential: the writes accumulate, as in a Python loop
+        sm.transform.map(g, xs)
+        assert float(total.value) == 10.0
+
+
+def test_map_python_tier_is_atomic():
+    flag = sm.State(True, name="flag")
+    total = sm.ShortTermState(jnp.zeros(()), name="total")
+
+    def g(x):
+        if flag.value:
+            total.value = total.value + x
+        if float(x) == 3.0:
+            raise RuntimeError("element 3")
+        return x
+
+    with pytest.raises(RuntimeError, match="element 3"):
+        sm.transform.map(g, jnp.arange(5.0))
+    assert float(total.value) == 0.0

@@ -8,9 +8,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .._errors import BatchAxisError, message, short_aval
+from .. import _compat
+from .._errors import BatchAxisError, ConcreteValueError, message, short_aval
+from .._trace import CONTEXT, StateTrace
 from ._loops import for_loop
 from ._mapping import StatefulMapping
+from ._mapping_plan import CONCRETIZATION_ERRORS
 
 __all__ = ["map"]
 
@@ -89,18 +92,35 @@ def map(f: Callable[..., Any], *xs: Any, batch_size: int | None = None) -> Any: 
     if not callable(f):
         raise TypeError(f"map: expected a callable, got {type(f).__name__}")
     n = _length(xs, who)
+    _check_batch_size(batch_size)
+    try:
+        return _map_traced(f, xs, n, batch_size)
+    except (*CONCRETIZATION_ERRORS, ConcreteValueError):
+        # Python control flow on a state's concrete value: outside every trace, run the elements (or chunks)
+        # one by one in Python, as the eager loop would; inside a trace the value is abstract anyway.
+        if CONTEXT.stack or any(_compat.is_tracer(x) for x in jax.tree_util.tree_leaves(xs)):
+            raise
+        return _map_python(f, xs, n, batch_size)
+
+
+def _check_batch_size(batch_size: Any) -> None:
     if batch_size is None:
-        return for_loop(f, *xs)
+        return
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(
             message(
-                who,
+                "map",
                 "batch_size must be a positive int or None",
                 "batch_size >= 1",
                 repr(batch_size),
                 "pass e.g. batch_size=8, or None for sequential processing",
             )
         )
+
+
+def _map_traced(f: Callable[..., Any], xs: tuple[Any, ...], n: int, batch_size: int | None) -> Any:
+    if batch_size is None:
+        return for_loop(f, *xs)
     chunks, rest = divmod(n, batch_size)
     mapped = StatefulMapping(f, in_axes=0, name="map(batch_size)")
     outs = []
@@ -122,4 +142,26 @@ def map(f: Callable[..., Any], *xs: Any, batch_size: int | None = None) -> Any: 
         raise
     if len(outs) == 1:
         return outs[0]
+    return jax.tree_util.tree_map(lambda *ys: jnp.concatenate(ys, axis=0), *outs)
+
+
+def _map_python(f: Callable[..., Any], xs: tuple[Any, ...], n: int, batch_size: int | None) -> Any:
+    """The Python tier of `map`: each element (or chunk, through `vmap2`'s Python tier) in a Python loop.
+
+    The loop runs in one hook-less trace frame whose writes are committed at the end: after an exception every
+    state keeps its value.
+    """
+    step = 1 if batch_size is None else batch_size
+    fn = f if batch_size is None else StatefulMapping(f, in_axes=0, name="map(batch_size)")
+    outs = []
+    with StateTrace(name="map") as frame:
+        for start in range(0, n, step):
+            if batch_size is None:
+                outs.append(fn(*jax.tree_util.tree_map(lambda x, i=start: x[i], xs)))
+            else:
+                chunk = jax.tree_util.tree_map(lambda x, i=start: x[i : i + step], xs)
+                outs.append(fn(*chunk))
+    frame.commit()
+    if batch_size is None:
+        return jax.tree_util.tree_map(lambda *ys: jnp.stack(ys), *outs)
     return jax.tree_util.tree_map(lambda *ys: jnp.concatenate(ys, axis=0), *outs)
