@@ -261,35 +261,23 @@ def discover(
     A walk over the jaxpr's equations answers most jaxprs (`_dependence.py`); the others are traced under
     `jax.vmap`, which is exact for every primitive.
     """
-    batched = [ax is not None for ax in axes]
-    for state, r in zip(states, roles, strict=True):
-        batched.extend([r == RNG or isinstance(r, int)] * len(jax.tree_util.tree_leaves(peek(state))))
-    walked = batched_outputs(entry.jaxpr, batched)
+    in_axes: list[Any] = list(axes)
+    state_leaves = [jax.tree_util.tree_leaves(peek(state)) for state in states]
+    for r, sl in zip(roles, state_leaves, strict=True):
+        in_axes.extend([0 if r == RNG else (r if isinstance(r, int) else None)] * len(sl))
+    walked = batched_outputs(entry.jaxpr, [a is not None for a in in_axes])
     if walked is not None:
         return [0 if b else None for b in walked]
-    return discover_traced(config, entry, states, roles, axes, leaves, size)
-
-
-def discover_traced(
-    config: MappingConfig,
-    entry: Traced,
-    states: list[State],
-    roles: list[Any],
-    axes: list[int | None],
-    leaves: list[Any],
-    size: int,
-) -> list[int | None]:
-    """Pass 3 by tracing the lane's jaxpr under `jax.vmap` (exact for every primitive)."""
-    in_axes: list[Any] = list(axes)
     sds: list[Any] = [abstract(x) for x in leaves]
-    for state, r in zip(states, roles, strict=True):
-        for leaf in jax.tree_util.tree_leaves(peek(state)):
-            if r == RNG:
-                in_axes.append(0)
-                sds.append(shape_struct((size, 2), leaf.dtype))
-            else:
-                in_axes.append(r if isinstance(r, int) else None)
-                sds.append(abstract(leaf))
+    for r, sl in zip(roles, state_leaves, strict=True):
+        sds.extend(shape_struct((size, 2), x.dtype) if r == RNG else abstract(x) for x in sl)
+    return _batch_dims_traced(config, entry, in_axes, sds, size)
+
+
+def _batch_dims_traced(
+    config: MappingConfig, entry: Traced, in_axes: list[Any], sds: list[Any], size: int
+) -> list[Any]:
+    """Pass 3 by tracing the lane's jaxpr under `jax.vmap` (exact for every primitive)."""
     found: list[int | None] = []
 
     def probe(*flat: Any) -> tuple[()]:
