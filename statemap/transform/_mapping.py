@@ -41,6 +41,7 @@ _CONFIG_ATTRIBUTES = {
     "mapping_fn": "mapping_fn",
     "mapping_kwargs": "mapping_kwargs",
     "donate_argnums": "donate_argnums",
+    "state_reduce": "state_reduce",
 }
 
 
@@ -123,6 +124,9 @@ class StatefulMapping:
       name: Name used in messages (default ``'StatefulMapping'``).
       mapping_fn: `jax.vmap`, `jax.pmap`, a partial of them, or any callable with their keyword interface.
       mapping_kwargs: Extra keyword arguments for `mapping_fn`.
+      state_reduce: ``{reduction: selector}`` for shared states written per lane: their new value is the
+        reduction over lanes (``'mean'``, ``'sum'``, ``'max'``, ``'min'``, ``'first'``, ``'last'``, ``'add'``,
+        or a callable ``(stacked_new, old) -> value``), computed as a collective over the mapped axis.
 
     Attributes:
       origin_fun: The wrapped function.
@@ -197,6 +201,7 @@ class StatefulMapping:
         name: str | None = None,
         mapping_fn: Callable[..., Any] = jax.vmap,
         mapping_kwargs: dict[str, Any] | None = None,
+        state_reduce: Any = None,
     ) -> None:
         config = MappingConfig.create(
             fun,
@@ -214,6 +219,7 @@ class StatefulMapping:
             axis_name=axis_name,
             mapping_fn=mapping_fn,
             mapping_kwargs=mapping_kwargs,
+            state_reduce=state_reduce,
         )
         self._setup(fun, config)
 

@@ -18,6 +18,10 @@ from .._errors import message
 from ..util.filter import Predicate
 from ._arguments import ArgSpec, parse_argnums, shift_argnums
 from ._mapping_axes import POLICIES, check_in_axes_type, normalize_state_axes
+from ._reductions import Reduction, normalize_state_reduce
+
+# The axis name of a mapping without `axis_name` whose state reductions need one (never visible to users' code).
+_REDUCE_AXIS = "statemap:state_reduce"
 
 __all__ = ["MappingConfig", "is_vmap", "vmap_fn"]
 
@@ -52,6 +56,7 @@ class MappingConfig:
       mapping_fn / mapping_kwargs: The JAX mapping and its extra keyword arguments.
       donate_argnums: Arguments (the user's numbering) whose buffers `pmap` may reuse.
       option_names: How messages name the two state options (the legacy `vmap` says in_states/out_states).
+      state_reduce: Normalised ``((reduction, predicate), ...)`` (`_reductions.py`).
 
     Example:
       >>> from statemap.transform._mapping_config import MappingConfig
@@ -74,10 +79,18 @@ class MappingConfig:
     mapping_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     donate_argnums: tuple[int, ...] = ()
     option_names: tuple[str, str] = ("state_in_axes", "state_out_axes")
+    state_reduce: tuple[tuple[Reduction, Predicate], ...] = ()
 
     @property
     def name(self) -> str:
         return self.args.who
+
+    @property
+    def lane_axis_name(self) -> Hashable | None:
+        """The axis name the mapping runs under: `axis_name`, or a private one when reductions need a name."""
+        if self.axis_name is None and self.state_reduce:
+            return _REDUCE_AXIS
+        return self.axis_name
 
     @property
     def vectorised(self) -> bool:
@@ -105,6 +118,7 @@ class MappingConfig:
         mapping_kwargs: dict[str, Any] | None = None,
         donate_argnums: int | Sequence[int] = (),
         option_names: tuple[str, str] = ("state_in_axes", "state_out_axes"),
+        state_reduce: Any = None,
     ) -> MappingConfig:
         """Validate the options of a mapping of `fun` and build its config (errors name `name`)."""
         _check_options(fun, name, unexpected_out_state_mapping, axis_size, mapping_fn)
@@ -124,6 +138,7 @@ class MappingConfig:
             mapping_kwargs=dict(mapping_kwargs or {}),
             donate_argnums=parse_argnums(donate_argnums, "donate_argnums"),
             option_names=option_names,
+            state_reduce=normalize_state_reduce(state_reduce, name),
         )
 
     def bind_first(self) -> MappingConfig:

@@ -45,6 +45,7 @@ from ._dispatch import Program, check_signatures
 from ._make_jaxpr import Traced, trace_stateful
 from ._mapping_axes import arg_leaf_axes, drop_axis, is_unmatched, leaf_size, match_axis, prefix_leaf_axes
 from ._mapping_config import MappingConfig
+from ._reductions import Reduction, label, lane_reduce, match_reduction
 
 __all__ = ["RNG", "BROADCAST", "LaneTrace", "StatePlan", "build", "trace_lane", "classify", "make_program"]
 
@@ -75,6 +76,7 @@ class StatePlan:
     rng: list[int] = dataclasses.field(default_factory=list)
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     promote: dict[int, int] = dataclasses.field(default_factory=dict)  # 'auto': id(state) -> input axis
+    reduce: dict[int, Reduction] = dataclasses.field(default_factory=dict)  # state index -> its state_reduce
 
 
 # What JAX raises when Python needs the concrete value of an abstract one (TracerBool… is a Concretization…).
@@ -378,6 +380,8 @@ def classify(
             row["out_axis"], row["how"] = decision
             plan.out_list.append(i)
             plan.out_axes.append(decision[0])
+            if decision[1].startswith("reduce:"):
+                plan.reduce[i] = match_reduction(config.state_reduce, state)  # type: ignore[assignment]
     return plan
 
 
@@ -418,6 +422,10 @@ def out_axis(
     """(output axis, how it was decided) of a state that comes back from the lane (`batched`: per lane)."""
     who, state, r = config.name, lane.state, lane.role
     decl = match_axis(config.state_out_axes, state)
+    reduction = match_reduction(config.state_reduce, state) if lane.written else None
+    if reduction is not None:
+        _check_reducible(config, state, r, decl)
+        return None, label(reduction)
     if isinstance(r, int):
         if isinstance(decl, int) and decl != r:
             raise _axis_mismatch(config, state, r, decl)
@@ -524,9 +532,16 @@ def _mapped_lane(
     out_state_axes = tuple(ax for i, ax in zip(plan.out_list, plan.out_axes, strict=True) for _ in range(nleaves[i]))
     needs_dummy = not any(a is not None for a in in_axes) and not config.vectorised
     n_out, fn = entry.n_out, entry.fn
+    reduce = _lane_reductions(config, lt, plan, offsets)
 
     def lane(*flat: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-        outs = fn(*(flat[:-1] if needs_dummy else flat))
+        outs = list(fn(*(flat[:-1] if needs_dummy else flat)))
+        for reduction, tree, out_pos, in_pos in reduce:  # shared states in state_reduce: a collective
+            new = jax.tree_util.tree_unflatten(tree, [outs[j] for j in out_pos])
+            old = jax.tree_util.tree_unflatten(tree, [flat[j] for j in in_pos])
+            reduced = jax.tree_util.tree_leaves(lane_reduce(reduction, new, old, config.lane_axis_name))
+            for j, v in zip(out_pos, reduced, strict=True):
+                outs[j] = v
         return tuple(outs[:n_out]), tuple(outs[j] for j in picked)
 
     extra = dict(config.mapping_kwargs)
@@ -537,11 +552,29 @@ def _mapped_lane(
         lane,
         in_axes=in_axes + ((0,) if needs_dummy else ()),
         out_axes=(tuple(plan.result_axes), out_state_axes),
-        axis_name=config.axis_name,
+        axis_name=config.lane_axis_name,
         axis_size=lt.size,
         **extra,
     )
     return mapped, needs_dummy
+
+
+def _lane_reductions(
+    config: MappingConfig, lt: LaneTrace, plan: StatePlan, out_offsets: dict[int, int]
+) -> list[tuple[Reduction, Any, list[int], list[int]]]:
+    """Per reduced state: (reduction, its pytree structure, positions of its new leaves among the lane outputs,
+    of its old leaves among the lane inputs)."""
+    nleaves = lt.entry.state_nleaves
+    in_offsets, pos = [], len(lt.axes)
+    for n in nleaves:
+        in_offsets.append(pos)
+        pos += n
+    out = []
+    for i, reduction in plan.reduce.items():
+        new_pos = list(range(out_offsets[i], out_offsets[i] + nleaves[i]))
+        old_pos = list(range(in_offsets[i], in_offsets[i] + nleaves[i]))
+        out.append((reduction, lt.entry.state_treedefs[i], new_pos, old_pos))
+    return out
 
 
 def make_program(config: MappingConfig, lt: LaneTrace, plan: StatePlan, sig: CallSignature) -> Built:
@@ -641,6 +674,25 @@ def _undeclared_fix(words: tuple[str, str]) -> str:
             "state_out_axes={0: s} to scatter it; or pass unexpected_out_state_mapping='warn'/'ignore'/'auto'"
         )
     return f"declare it, e.g. {i}={{0: [s]}} for a per-lane state, or {o}={{0: [s]}} to scatter it"
+
+
+def _check_reducible(config: MappingConfig, state: State, role: Any, decl: Any) -> None:
+    """A state in `state_reduce` must be shared (not mapped on input) and not also in `state_out_axes`."""
+    problem = None
+    if isinstance(role, int):
+        problem = f"is mapped on input axis {role} by {config.option_names[0]} and also selected by state_reduce"
+    elif not is_unmatched(decl):
+        problem = f"is selected both by state_reduce and by {config.option_names[1]} (axis {decl})"
+    if problem is not None:
+        raise BatchAxisError(
+            message(
+                config.name,
+                f"{describe_state(state)} {problem}",
+                "state_reduce for a shared state written per lane; axes for a per-lane state, not both",
+                problem,
+                "keep it in one of the two options",
+            )
+        )
 
 
 def _axis_mismatch(config: MappingConfig, state: State, r: int, decl: int) -> BatchAxisError:

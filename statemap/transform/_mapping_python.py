@@ -46,6 +46,7 @@ from ._mapping_plan import (
     out_axis,
     state_sizes_of,
 )
+from ._reductions import lane_reduce, match_reduction
 
 __all__ = ["python_tier"]
 
@@ -83,6 +84,7 @@ class _Run:
         self.axes, _, sizes = lane_arguments(config, sig)
         self.size = batch_size(config, sizes)
         self.roles: dict[int, Any] = {}
+        self.olds: dict[int, Any] = {}  # each state's value outside the map (a reduction's "old")
         self.new_keys: dict[int, Any] = {}
         self.lane: Any = None
         self.trace: Any = None
@@ -99,7 +101,7 @@ class _Run:
             self._body,
             in_axes=(0, *self.axes),
             out_axes=(config.out_axes, 0),
-            axis_name=config.axis_name,
+            axis_name=config.lane_axis_name,
             axis_size=self.size,
             **config.mapping_kwargs,
         )
@@ -118,9 +120,14 @@ class _Run:
                 mark_dead(caught.states, self.config.name)
         frame, stacked = self.frame, []
         for i, written in enumerate(frame.written):
-            if not written or self.roles.get(id(frame.states[i])) == RNG:
+            state = frame.states[i]
+            role = self.roles.get(id(state), BROADCAST)
+            if not written or role == RNG:
                 continue
             value = frame.values[i]
+            reduction = match_reduction(self.config.state_reduce, state)
+            if reduction is not None and role == BROADCAST:  # a collective: the same value in every lane
+                value = lane_reduce(reduction, value, self.olds[id(state)], self.config.lane_axis_name)
             if any(_compat.is_tracer(x) for x in jax.tree_util.tree_leaves(value)):
                 self.batched.append(i)
                 stacked.append(value)
@@ -136,6 +143,7 @@ class _Run:
 
     def _lane_view(self, state: State, value: Any) -> Any:
         role = self.roles[id(state)] = input_role(self.config, state, self.forced)
+        self.olds[id(state)] = value
         if role == RNG:
             self.new_keys[id(state)], pairs = lane_key_pairs(value, self.size)
             pair = pairs[self.lane]

@@ -29,6 +29,7 @@ def vmap2(
     state_in_axes: Any = None,
     state_out_axes: Any = None,
     unexpected_out_state_mapping: str = "raise",
+    state_reduce: Any = None,
     static_argnums: int | Sequence[int] = (),
     static_argnames: str | Sequence[str] = (),
 ) -> StatefulMapping: ...
@@ -46,6 +47,7 @@ def vmap2(
     state_in_axes: Any = None,
     state_out_axes: Any = None,
     unexpected_out_state_mapping: str = "raise",
+    state_reduce: Any = None,
     static_argnums: int | Sequence[int] = (),
     static_argnames: str | Sequence[str] = (),
 ) -> Callable[[Callable[..., Any]], StatefulMapping]: ...
@@ -62,6 +64,7 @@ def vmap2(
     state_in_axes: Any = None,
     state_out_axes: Any = None,
     unexpected_out_state_mapping: str = "raise",
+    state_reduce: Any = None,
     static_argnums: int | Sequence[int] = (),
     static_argnames: str | Sequence[str] = (),
 ) -> StatefulMapping | Callable[[Callable[..., Any]], StatefulMapping]:
@@ -77,6 +80,9 @@ def vmap2(
       state_in_axes: ``{axis: selector}`` selecting states that enter batched; others are broadcast.
       state_out_axes: ``{axis: selector}`` for where written states' mapped axis goes.
       unexpected_out_state_mapping: ``'raise'`` (default), ``'warn'``, ``'ignore'`` or ``'auto'``.
+      state_reduce: ``{reduction: selector}``: a shared state written per lane gets the reduction over lanes of
+        its per-lane new values (``'mean'``, ``'sum'``, ``'max'``, ``'min'``, ``'first'``, ``'last'``, ``'add'``
+        = old + Σ(newᵢ − old), or a callable ``(stacked_new, old) -> value``).
       static_argnums / static_argnames: Arguments closed over as compile-time constants.
 
     Returns:
@@ -133,6 +139,7 @@ def vmap2(
             state_in_axes=state_in_axes,
             state_out_axes=state_out_axes,
             unexpected_out_state_mapping=unexpected_out_state_mapping,
+            state_reduce=state_reduce,
             static_argnums=static_argnums,
             static_argnames=static_argnames,
             axis_size=axis_size,
@@ -158,6 +165,7 @@ def pmap2(
     state_in_axes: Any = None,
     state_out_axes: Any = None,
     unexpected_out_state_mapping: str = "raise",
+    state_reduce: Any = None,
     static_argnames: str | Sequence[str] = (),
 ) -> StatefulMapping | Callable[[Callable[..., Any]], StatefulMapping]:
     """Map `fn` over devices, like `jax.pmap`, with the state semantics of `vmap2`.
@@ -170,7 +178,8 @@ def pmap2(
       axis_name / in_axes / out_axes / devices / backend / axis_size: As in `jax.pmap`.
       static_broadcasted_argnums: Arguments passed as compile-time constants to every device (hashable).
       donate_argnums: Arguments whose buffers may be reused for outputs.
-      state_in_axes / state_out_axes / unexpected_out_state_mapping: As in `vmap2`.
+      state_in_axes / state_out_axes / unexpected_out_state_mapping / state_reduce: As in `vmap2` (a reduction
+        is a collective over the devices).
       static_argnames: Keyword arguments passed as constants.
 
     Returns:
@@ -197,6 +206,7 @@ def pmap2(
             state_in_axes=state_in_axes,
             state_out_axes=state_out_axes,
             unexpected_out_state_mapping=unexpected_out_state_mapping,
+            state_reduce=state_reduce,
             static_argnums=static_broadcasted_argnums,
             static_argnames=static_argnames,
             axis_size=axis_size,
