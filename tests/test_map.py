@@ -153,3 +153,113 @@ def test_map_python_tier_is_atomic():
     with pytest.raises(RuntimeError, match="element 3"):
         sm.transform.map(g, jnp.arange(5.0))
     assert float(total.value) == 0.0
+
+
+# -- map as lanes (issue: declared reductions and a chunked map with state semantics) ---------------------------
+@given(n=st.integers(1, 9), batch=st.integers(1, 10), draw=st.booleans())
+def test_results_and_states_do_not_depend_on_batch_size(n, batch, draw):
+    rng = sm.random.RandomState(3)
+    rows = sm.ShortTermState(jnp.zeros((n, 2)), name="rows")
+    total = sm.ShortTermState(jnp.zeros(()), name="total")
+
+    def f(x):
+        noise = rng.normal(size=(2,)) if draw else jnp.zeros(2)
+        rows.value = rows.value + x + noise
+        total.value = total.value + x
+        return rows.value.sum()
+
+    outcomes = []
+    for b in (None, batch):
+        rng.seed(5)
+        rows.value, total.value = jnp.zeros((n, 2)), jnp.zeros(())
+        out = sm.transform.map(
+            f, jnp.arange(float(n)), batch_size=b, state_in_axes={0: rows}, state_out_axes={0: rows},
+            state_reduce={"add": total},
+        )  # fmt: skip
+        outcomes.append((out, rows.value, total.value, jax.random.key_data(rng.value)))
+    for a, b in zip(*outcomes, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    np.testing.assert_allclose(outcomes[0][2], n * (n - 1) / 2)  # the total of a sequential loop
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "max", "min", "first", "last", "add"])
+@pytest.mark.parametrize("batch_size", [None, 2, 3])
+def test_map_reductions_match_a_plain_loop(reduction, batch_size):
+    s = sm.ShortTermState(jnp.array([1.0, -2.0]), name="s")
+    old = s.value
+    xs = jnp.arange(10.0).reshape(5, 2)
+
+    def f(x):
+        s.value = s.value * 0.5 + x
+        return x
+
+    sm.transform.map(f, xs, batch_size=batch_size, state_reduce={reduction: s})
+    new = jnp.stack([old * 0.5 + x for x in xs])
+    expected = {
+        "mean": new.mean(0), "sum": new.sum(0), "max": new.max(0), "min": new.min(0), "first": new[0],
+        "last": new[-1], "add": old + (new - old[None]).sum(0),
+    }[reduction]  # fmt: skip
+    np.testing.assert_allclose(s.value, expected, rtol=1e-6)
+
+
+def test_a_sequential_map_carries_shared_writes_and_a_chunked_one_asks_for_a_reduction():
+    total = sm.ShortTermState(jnp.zeros(()), name="total")
+
+    def f(x):
+        total.value = total.value + x
+        return total.value
+
+    np.testing.assert_allclose(sm.transform.map(f, jnp.arange(4.0)), [0.0, 1.0, 3.0, 6.0])
+    with pytest.raises(sm.BatchAxisError, match="'total'") as e:
+        sm.transform.map(f, jnp.arange(4.0), batch_size=2)
+    assert "state_reduce" in "".join(getattr(e.value, "__notes__", []))
+    assert float(total.value) == 6.0
+
+
+def test_map_is_one_program_so_a_failure_writes_nothing():
+    total = sm.ShortTermState(jnp.zeros(()), name="total")
+    key_before = jax.random.key_data(sm.random.DEFAULT.value)
+
+    def check(x):
+        if float(x) == 4.0:
+            raise RuntimeError("element 4 failed")
+
+    def f(x):
+        total.value = total.value + x + sm.random.normal()
+        jax.debug.callback(check, x)
+        return x
+
+    with pytest.raises(Exception, match="element 4 failed"):
+        jax.block_until_ready(sm.transform.map(f, jnp.arange(5.0), batch_size=2, state_reduce={"add": total}))
+    assert float(total.value) == 0.0
+    np.testing.assert_array_equal(jax.random.key_data(sm.random.DEFAULT.value), key_before)
+
+
+def test_map_under_jit_and_grad():
+    w = sm.ParamState(jnp.array(2.0), name="w")
+    rows = sm.ShortTermState(jnp.zeros(4), name="rows")
+
+    def f(x):
+        rows.value = rows.value + w.value * x
+        return w.value * x
+
+    def loss(xs):
+        return sm.transform.map(f, xs, batch_size=3, state_in_axes={0: rows}, state_out_axes={0: rows}).sum()
+
+    xs = jnp.arange(4.0)
+    np.testing.assert_allclose(sm.transform.jit(loss)(xs), 2 * xs.sum())
+    np.testing.assert_allclose(rows.value, 2 * xs)
+    grads = sm.transform.grad(loss, grad_states=[w])(xs)
+    np.testing.assert_allclose(grads[0], xs.sum())
+
+
+def test_map_reuses_its_compiled_program_for_the_same_function():
+    calls = []
+
+    def f(x):
+        calls.append(1)
+        return x * 2
+
+    for _ in range(3):
+        sm.transform.map(f, jnp.arange(3.0), batch_size=2)
+    assert len(calls) == 1

@@ -45,11 +45,13 @@ __all__ = [
     "run_direct",
     "same_type",
     "stateful",
+    "function_cache",
+    "WeakCall",
 ]
 
 
 # -- the trace cache ----------------------------------------------------------------------------------------
-class _WeakCall:
+class WeakCall:
     """Calls a function (or bound method) through a weak reference, so the cache does not keep it alive."""
 
     def __init__(self, fun: Callable[..., Any]) -> None:
@@ -68,6 +70,30 @@ class _WeakCall:
 _CACHE: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
+def function_cache(fun: Callable[..., Any]) -> tuple[dict[Hashable, Any], Hashable] | None:
+    """(a cache dict that lives as long as `fun`, the key prefix for `fun` in it), or None when `fun` cannot be
+    weakly referenced. For a bound method the dict lives with its instance and the prefix is the function.
+
+    Example:
+      >>> from statemap.transform._control import function_cache
+      >>> def f(x): return x
+      >>> cache, prefix = function_cache(f)
+      >>> function_cache(f)[0] is cache, prefix
+      (True, None)
+    """
+    owner: Any = fun
+    prefix: Hashable = None
+    if inspect.ismethod(fun):
+        owner, prefix = fun.__self__, fun.__func__
+    try:
+        per_owner = _CACHE.get(owner)
+        if per_owner is None:
+            per_owner = _CACHE[owner] = {}
+    except TypeError:
+        return None
+    return per_owner, prefix
+
+
 def stateful(fun: Callable[..., Any], who: str) -> StatefulFunction:
     """The `StatefulFunction` of `fun` for transform `who`, shared by every call with the same function.
 
@@ -75,19 +101,13 @@ def stateful(fun: Callable[..., Any], who: str) -> StatefulFunction:
     function, so ``scan(model.step, ...)`` does not retrace on each call. Callables that are not hashable
     or weakly referable get a fresh one, so they are traced on each call.
     """
-    owner: Any = fun
-    slot: Hashable = who
-    if inspect.ismethod(fun):
-        owner, slot = fun.__self__, (fun.__func__, who)
-    try:
-        per_owner = _CACHE.get(owner)
-        if per_owner is None:
-            per_owner = _CACHE[owner] = {}
-    except TypeError:
+    found = function_cache(fun)
+    if found is None:
         return StatefulFunction(fun, name=who)
-    sf = per_owner.get(slot)
+    per_owner, prefix = found
+    sf = per_owner.get((prefix, who))
     if sf is None:
-        sf = per_owner[slot] = StatefulFunction(_WeakCall(fun), name=who)
+        sf = per_owner[(prefix, who)] = StatefulFunction(WeakCall(fun), name=who)
     return sf
 
 

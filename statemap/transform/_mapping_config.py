@@ -57,6 +57,9 @@ class MappingConfig:
       donate_argnums: Arguments (the user's numbering) whose buffers `pmap` may reuse.
       option_names: How messages name the two state options (the legacy `vmap` says in_states/out_states).
       state_reduce: Normalised ``((reduction, predicate), ...)`` (`_reductions.py`).
+      lanes: How `mapping_fn` runs the lanes: ``'parallel'`` (`jax.vmap`/`jax.pmap`: collectives over the axis),
+        ``'chunked'`` (`map` with a batch size: reductions apply to the stacked per-lane values) or
+        ``'sequential'`` (`map` without one: shared states written by a lane are carried to the next).
 
     Example:
       >>> from statemap.transform._mapping_config import MappingConfig
@@ -80,15 +83,21 @@ class MappingConfig:
     donate_argnums: tuple[int, ...] = ()
     option_names: tuple[str, str] = ("state_in_axes", "state_out_axes")
     state_reduce: tuple[tuple[Reduction, Predicate], ...] = ()
+    lanes: str = "parallel"
 
     @property
     def name(self) -> str:
         return self.args.who
 
     @property
+    def jitted(self) -> bool:
+        """Whether the program is compiled with `jax.jit` (and may take the dispatcher's fast path)."""
+        return self.vectorised or self.lanes != "parallel"
+
+    @property
     def lane_axis_name(self) -> Hashable | None:
         """The axis name the mapping runs under: `axis_name`, or a private one when reductions need a name."""
-        if self.axis_name is None and self.state_reduce:
+        if self.axis_name is None and self.state_reduce and self.lanes == "parallel":
             return _REDUCE_AXIS
         return self.axis_name
 
@@ -119,6 +128,7 @@ class MappingConfig:
         donate_argnums: int | Sequence[int] = (),
         option_names: tuple[str, str] = ("state_in_axes", "state_out_axes"),
         state_reduce: Any = None,
+        lanes: str = "parallel",
     ) -> MappingConfig:
         """Validate the options of a mapping of `fun` and build its config (errors name `name`)."""
         _check_options(fun, name, unexpected_out_state_mapping, axis_size, mapping_fn)
@@ -139,6 +149,7 @@ class MappingConfig:
             donate_argnums=parse_argnums(donate_argnums, "donate_argnums"),
             option_names=option_names,
             state_reduce=normalize_state_reduce(state_reduce, name),
+            lanes=lanes,
         )
 
     def bind_first(self) -> MappingConfig:

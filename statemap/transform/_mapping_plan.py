@@ -45,7 +45,7 @@ from ._dispatch import Program, check_signatures
 from ._make_jaxpr import Traced, trace_stateful
 from ._mapping_axes import arg_leaf_axes, drop_axis, is_unmatched, leaf_size, match_axis, prefix_leaf_axes
 from ._mapping_config import MappingConfig
-from ._reductions import Reduction, label, lane_reduce, match_reduction
+from ._reductions import Reduction, label, lane_reduce, match_reduction, reduce_stacked
 
 __all__ = ["RNG", "BROADCAST", "LaneTrace", "StatePlan", "build", "trace_lane", "classify", "make_program"]
 
@@ -77,6 +77,7 @@ class StatePlan:
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     promote: dict[int, int] = dataclasses.field(default_factory=dict)  # 'auto': id(state) -> input axis
     reduce: dict[int, Reduction] = dataclasses.field(default_factory=dict)  # state index -> its state_reduce
+    carry: list[int] = dataclasses.field(default_factory=list)  # states carried from element to element (map)
 
 
 # What JAX raises when Python needs the concrete value of an abstract one (TracerBool… is a Concretization…).
@@ -382,6 +383,8 @@ def classify(
             plan.out_axes.append(decision[0])
             if decision[1].startswith("reduce:"):
                 plan.reduce[i] = match_reduction(config.state_reduce, state)  # type: ignore[assignment]
+            elif decision[1] == "carried":
+                plan.carry.append(i)
     return plan
 
 
@@ -425,7 +428,9 @@ def out_axis(
     reduction = match_reduction(config.state_reduce, state) if lane.written else None
     if reduction is not None:
         _check_reducible(config, state, r, decl)
-        return None, label(reduction)
+        return (None if config.lanes == "parallel" else 0), label(reduction)
+    if config.lanes == "sequential" and r == BROADCAST and lane.written and is_unmatched(decl):
+        return None, "carried"  # map without a batch size: the next element sees this element's write
     if isinstance(r, int):
         if isinstance(decl, int) and decl != r:
             raise _axis_mismatch(config, state, r, decl)
@@ -532,7 +537,7 @@ def _mapped_lane(
     out_state_axes = tuple(ax for i, ax in zip(plan.out_list, plan.out_axes, strict=True) for _ in range(nleaves[i]))
     needs_dummy = not any(a is not None for a in in_axes) and not config.vectorised
     n_out, fn = entry.n_out, entry.fn
-    reduce = _lane_reductions(config, lt, plan, offsets)
+    reduce = _lane_reductions(config, lt, plan, offsets) if config.lanes == "parallel" else []
 
     def lane(*flat: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         outs = list(fn(*(flat[:-1] if needs_dummy else flat)))
@@ -545,6 +550,8 @@ def _mapped_lane(
         return tuple(outs[:n_out]), tuple(outs[j] for j in picked)
 
     extra = dict(config.mapping_kwargs)
+    if plan.carry:
+        extra["carry"] = _carried(lt, plan, picked)
     donate = _donated(config, sig)
     if donate:
         extra["donate_argnums"] = donate
@@ -557,6 +564,17 @@ def _mapped_lane(
         **extra,
     )
     return mapped, needs_dummy
+
+
+def _carried(lt: LaneTrace, plan: StatePlan, picked: list[int]) -> list[tuple[list[int], list[int]]]:
+    """Per carried state: (positions of its leaves among the lane inputs, among the lane's state outputs)."""
+    nleaves = lt.entry.state_nleaves
+    starts = [len(lt.axes) + sum(nleaves[:i]) for i in range(len(nleaves))]
+    out, k = {}, 0
+    for i in plan.out_list:
+        out[i] = list(range(k, k + nleaves[i]))
+        k += nleaves[i]
+    return [(list(range(starts[i], starts[i] + nleaves[i])), out[i]) for i in plan.carry]
 
 
 def _lane_reductions(
@@ -583,6 +601,7 @@ def make_program(config: MappingConfig, lt: LaneTrace, plan: StatePlan, sig: Cal
     mapped, needs_dummy = _mapped_lane(config, lt, plan, sig)
     rng = set(plan.rng)
     treedefs, nleaves, out_list = entry.state_treedefs, entry.state_nleaves, plan.out_list
+    stacked_reduce = plan.reduce if config.lanes != "parallel" else {}
 
     def run(arg_leaves: list[Any], values: list[Any]) -> tuple[list[Any], Any]:
         check_signatures(values, entry.state_sigs)
@@ -599,11 +618,14 @@ def make_program(config: MappingConfig, lt: LaneTrace, plan: StatePlan, sig: Cal
         res_leaves, state_leaves = mapped(*flat)
         out_values, k = [], 0
         for i in out_list:
-            out_values.append(jax.tree_util.tree_unflatten(treedefs[i], list(state_leaves[k : k + nleaves[i]])))
+            value = jax.tree_util.tree_unflatten(treedefs[i], list(state_leaves[k : k + nleaves[i]]))
+            if i in stacked_reduce:  # `map` runs lanes in chunks: reduce the stacked per-lane values here
+                value = reduce_stacked(stacked_reduce[i], value, values[i])
+            out_values.append(value)
             k += nleaves[i]
         return out_values + new_keys, jax.tree_util.tree_unflatten(entry.out_treedef, list(res_leaves))
 
-    exe = jax.jit(run) if config.vectorised else run
+    exe = jax.jit(run) if config.jitted else run
     program = Program(lt.states, plan.out_list + plan.rng, run, exe, entry.cacheable)
     return Built(program, size, plan.rows)
 

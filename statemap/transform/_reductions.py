@@ -24,7 +24,15 @@ from .._state import State
 from ..util.filter import Predicate
 from ._mapping_axes import coerce_selector
 
-__all__ = ["REDUCTIONS", "Reduction", "normalize_state_reduce", "match_reduction", "lane_reduce", "label"]
+__all__ = [
+    "REDUCTIONS",
+    "Reduction",
+    "normalize_state_reduce",
+    "match_reduction",
+    "lane_reduce",
+    "reduce_stacked",
+    "label",
+]
 
 REDUCTIONS = ("mean", "sum", "max", "min", "first", "last", "add")
 
@@ -95,10 +103,24 @@ def lane_reduce(reduction: Reduction, new: Any, old: Any, axis_name: Hashable) -
         return _COLLECTIVES[reduction](new, axis_name)
     if reduction == "add":
         return jax.tree_util.tree_map(lambda n, o: o + _COLLECTIVES["sum"](n - o, axis_name), new, old)
-    stacked = jax.tree_util.tree_map(lambda n: jax.lax.all_gather(n, axis_name), new)
-    if reduction == "first":
-        return jax.tree_util.tree_map(lambda s: s[0], stacked)
-    if reduction == "last":
-        return jax.tree_util.tree_map(lambda s: s[-1], stacked)
+    return reduce_stacked(reduction, jax.tree_util.tree_map(lambda n: jax.lax.all_gather(n, axis_name), new), old)
+
+
+_STACKED: dict[str, Callable[[Any], Any]] = {
+    "mean": lambda s: jnp.mean(s, axis=0),
+    "sum": lambda s: jnp.sum(s, axis=0),
+    "max": lambda s: jnp.max(s, axis=0),
+    "min": lambda s: jnp.min(s, axis=0),
+    "first": lambda s: s[0],
+    "last": lambda s: s[-1],
+}
+
+
+def reduce_stacked(reduction: Reduction, stacked: Any, old: Any) -> Any:
+    """The reduction of per-lane values stacked on axis 0 (a pytree like `old`), e.g. after `map`'s chunks."""
+    if isinstance(reduction, str) and reduction in _STACKED:
+        return jax.tree_util.tree_map(_STACKED[reduction], stacked)
+    if reduction == "add":
+        return jax.tree_util.tree_map(lambda s, o: o + jnp.sum(s - jnp.expand_dims(o, 0), axis=0), stacked, old)
     assert callable(reduction)
     return jax.tree_util.tree_map(jnp.asarray, reduction(stacked, old))
