@@ -310,8 +310,23 @@ def test_policy_auto_maps_read_modify_write_state_with_batch_leading_size():
 def test_policy_auto_other_states_scatter_on_axis_0():
     c, step = _accumulator((2,))  # leading size 2 != batch size 3: broadcast in, scattered out
     xs = jnp.outer(jnp.arange(3.0), jnp.ones(2))
-    vmap2(step, unexpected_out_state_mapping="auto")(xs)
+    with pytest.warns(UserWarning, match=r"'c'.*shape changes from \(2,\)"):  # 'auto' says the shape changes
+        vmap2(step, unexpected_out_state_mapping="auto")(xs)
     assert_tree_close(c.value, xs)
+
+
+def test_policy_warnings_come_once_per_mapping_and_state():
+    c, step = _accumulator()
+    f = vmap2(step, unexpected_out_state_mapping="warn")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        f(jnp.arange(3.0))
+        c.value = jnp.array(0.0)  # back to the undeclared shape: the plan is rebuilt for the new shape
+        f(jnp.arange(3.0))
+        f.clear_cache()
+        c.value = jnp.array(0.0)
+        f(jnp.arange(3.0))
+    assert len([w for w in caught if "'c'" in str(w.message)]) == 1
 
 
 def test_policy_auto_warm_calls_do_not_retrace():

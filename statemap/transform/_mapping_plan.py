@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -468,15 +469,27 @@ def _undeclared(config: MappingConfig, state: State, read: bool, size: int) -> t
         )
     if policy == "auto" and read and _has_size(peek(state), 0, size):
         return Promote(0)
-    if policy == "warn":
-        warnings.warn(
+    if policy in ("warn", "auto"):
+        _warn_once(
+            state,
+            who,
             f"{who}: {describe_state(state)} was written per lane but is not declared in state_out_axes; "
-            f"scattering it on a new axis 0 of size {size} (the state's shape changes). Declare it to silence "
-            "this warning.",
-            UserWarning,
-            stacklevel=6,
+            f"scattering it on a new axis 0 of size {size} (the state's shape changes from "
+            f"{_shape_str(peek(state))}). Declare it to silence this warning.",
         )
     return 0, f"policy:{policy}"
+
+
+# States a policy already warned about, per mapping name: a plan rebuilt (new generation, new shape) or another
+# signature does not warn again.
+_WARNED: weakref.WeakKeyDictionary[State, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _warn_once(state: State, who: str, text: str) -> None:
+    seen = _WARNED.setdefault(state, set())
+    if who not in seen:
+        seen.add(who)
+        warnings.warn(text, UserWarning, stacklevel=7)
 
 
 def build(fun: Callable[..., Any], config: MappingConfig, sig: CallSignature) -> Built:
