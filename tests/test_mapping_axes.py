@@ -285,3 +285,15 @@ def test_check_in_axes_type_property(spec):
             check_in_axes_type(spec, "vmap2")
     else:
         check_in_axes_type(spec, "vmap2")
+
+
+@pytest.mark.parametrize("key", [1.0, True, np.float32(0.0)])
+def test_float_and_bool_axis_keys_are_errors_even_with_state_values(key):
+    h = sm.ShortTermState(jnp.zeros((3, 3)), name="h")
+    with pytest.raises(TypeError, match="not an axis"):
+        sm.transform.vmap2(lambda x: x, state_in_axes={key: h})
+
+
+def test_out_axes_must_be_ints_or_none():
+    with pytest.raises(TypeError, match="out_axes has an unsupported entry"):
+        sm.transform.vmap2(lambda x: x, out_axes="a")

@@ -113,3 +113,15 @@ def test_a_per_lane_draw_compiles_no_bigger_than_hand_written_split_and_vmap():
     ours = _hlo_instructions(mapped.lower(x))
     reference = _hlo_instructions(jax.jit(pure).lower(h.value, rng.value, x))
     assert ours <= 1.1 * reference, (ours, reference)
+
+
+def test_state_out_axes_out_of_range_names_the_state():
+    g = sm.ShortTermState(jnp.zeros(()), name="g")
+
+    def k(x):
+        g.value = g.value + x
+        return x
+
+    with pytest.raises(sm.BatchAxisError, match=r"state 'g' .* axis 5, which is out of range"):
+        sm.transform.vmap2(k, state_out_axes={5: g})(jnp.ones(3))
+    assert float(g.value) == 0.0

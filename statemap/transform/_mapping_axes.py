@@ -11,6 +11,7 @@ from collections.abc import Hashable
 from typing import Any
 
 import jax
+import numpy as np
 
 from .._errors import BatchAxisError, message, short_aval
 from .._state import State
@@ -78,6 +79,8 @@ def normalize_state_axes(spec: Any, who: str, what: str) -> dict[Hashable, Predi
     """
     if spec is None:
         return {}
+    if isinstance(spec, dict):
+        _check_axis_keys(spec, who, what)
     axis_keys = (
         all(k is None or (isinstance(k, int) and not isinstance(k, bool)) for k in spec)
         if isinstance(spec, dict)
@@ -100,6 +103,21 @@ def normalize_state_axes(spec: Any, who: str, what: str) -> dict[Hashable, Predi
             out[axis] = coerce_selector(selector)
         return out
     return {0: coerce_selector(spec)}
+
+
+def _check_axis_keys(spec: dict[Any, Any], who: str, what: str) -> None:
+    """A float or bool key is a mistyped axis, never a name (``{1.0: h}`` must not silently mean axis 0)."""
+    for key in spec:
+        if isinstance(key, (bool, float, np.bool_, np.floating)):
+            raise TypeError(
+                message(
+                    who,
+                    f"{what} has the key {key!r}, which is not an axis",
+                    f"{what}={{axis: selector}} with int or None axes",
+                    f"a key of type {type(key).__name__}",
+                    f"write the axis as an int, e.g. {what}={{{int(key)}: ...}}",
+                )
+            )
 
 
 def match_axis(axes: dict[Hashable, Predicate], state: State) -> Any:
@@ -177,21 +195,22 @@ def arg_leaf_axes(in_axes: Any, dyn_args: tuple[Any, ...], dyn_kwargs: dict[str,
     return axes
 
 
-def check_in_axes_type(in_axes: Any, who: str) -> None:
-    """`TypeError` for an `in_axes` that is not an int, None, or a (pytree of) int/None."""
+def check_in_axes_type(in_axes: Any, who: str, what: str = "in_axes") -> None:
+    """`TypeError` for an `in_axes` (or `out_axes`) that is not an int, None, or a (pytree of) int/None."""
     bad = [
         x
         for x in jax.tree_util.tree_leaves(in_axes, is_leaf=lambda x: x is None)
         if x is not None and (isinstance(x, bool) or not isinstance(x, int))
     ]
     if bad or isinstance(in_axes, (str, float)):
+        of = "arguments" if what == "in_axes" else "result"
         raise TypeError(
             message(
                 who,
-                "in_axes has an unsupported entry",
-                "an int, None, or a tuple/list/dict (pytree prefix of the arguments) of ints and None",
-                f"in_axes={in_axes!r}",
-                "use e.g. in_axes=0, in_axes=(0, None) or in_axes=({'x': 0, 'y': None},)",
+                f"{what} has an unsupported entry",
+                f"an int, None, or a tuple/list/dict (pytree prefix of the {of}) of ints and None",
+                f"{what}={in_axes!r}",
+                f"use e.g. {what}=0, {what}=(0, None) or {what}=({{'x': 0, 'y': None}},)",
             )
         )
 

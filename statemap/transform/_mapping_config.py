@@ -133,6 +133,7 @@ class MappingConfig:
         """Validate the options of a mapping of `fun` and build its config (errors name `name`)."""
         _check_options(fun, name, unexpected_out_state_mapping, axis_size, mapping_fn)
         check_in_axes_type(in_axes, name)
+        check_in_axes_type(out_axes, name, "out_axes")
         return cls(
             args=ArgSpec.create(fun, name, static_argnums, static_argnames),
             in_axes=in_axes,

@@ -447,6 +447,7 @@ def out_axis(
     if isinstance(decl, int):
         if batched and lane.read and _has_size(peek(state), decl, size):
             raise _read_not_mapped(who, state, decl, size)
+        _check_out_axis_range(config, state, decl)
         return decl, "declared"
     if not batched:
         return None, "inferred"
@@ -709,6 +710,23 @@ def _undeclared_fix(words: tuple[str, str]) -> str:
             "state_out_axes={0: s} to scatter it; or pass unexpected_out_state_mapping='warn'/'ignore'/'auto'"
         )
     return f"declare it, e.g. {i}={{0: [s]}} for a per-lane state, or {o}={{0: [s]}} to scatter it"
+
+
+def _check_out_axis_range(config: MappingConfig, state: State, axis: int) -> None:
+    """The new mapped axis of a scattered state must exist in the stacked value (one more dimension)."""
+    for leaf in jax.tree_util.tree_leaves(peek(state)):
+        nd = len(getattr(leaf, "shape", ()))
+        if not -(nd + 1) <= axis <= nd:
+            raise BatchAxisError(
+                message(
+                    config.name,
+                    f"{describe_state(state)} is scattered by {config.option_names[1]} on axis {axis}, which is out "
+                    "of range",
+                    f"an axis in [{-(nd + 1)}, {nd}] (each lane writes {short_aval(leaf)})",
+                    f"{config.option_names[1]} axis {axis}",
+                    f"use an axis in range, e.g. {config.option_names[1]}={{0: s}}",
+                )
+            )
 
 
 def _check_reducible(config: MappingConfig, state: State, role: Any, decl: Any) -> None:
