@@ -361,10 +361,12 @@ def classify(
     entry = lt.entry
     plan = StatePlan(result_axes(config, entry, lt.dims[: entry.n_out], describe, none_fix))
     batched_out: dict[int, bool] = {}
+    ranks: dict[int, tuple[int, ...]] = {}  # per written state, the ranks of one lane's new leaves
     pos = entry.n_out
     for i in entry.out_states:
         n = entry.state_nleaves[i]
         batched_out[i] = any(d is not None for d in lt.dims[pos : pos + n])
+        ranks[i] = tuple(a.ndim for a in entry.jaxpr.out_avals[pos : pos + n])
         pos += n
     for i, state in enumerate(lt.states):
         r = lt.roles[i]
@@ -374,7 +376,7 @@ def classify(
             plan.rng.append(i)
             row["how"] = "rng"
         elif i in batched_out:  # written, or returned unchanged (return_only_write=False)
-            lane = LaneState(state, r, entry.read[i], entry.written[i])
+            lane = LaneState(state, r, entry.read[i], entry.written[i], ranks[i])
             decision = out_axis(config, lane, lt.size, batched_out[i], forced)
             if isinstance(decision, Promote):
                 plan.promote[id(state)] = decision.axis
@@ -418,6 +420,7 @@ class LaneState:
     role: Any
     read: bool
     written: bool
+    ranks: tuple[int, ...] = ()  # ranks of the lane's new leaves
 
 
 def out_axis(
@@ -447,7 +450,7 @@ def out_axis(
     if isinstance(decl, int):
         if batched and lane.read and _has_size(peek(state), decl, size):
             raise _read_not_mapped(who, state, decl, size)
-        _check_out_axis_range(config, state, decl)
+        _check_out_axis_range(config, state, decl, lane.ranks)
         return decl, "declared"
     if not batched:
         return None, "inferred"
@@ -712,17 +715,16 @@ def _undeclared_fix(words: tuple[str, str]) -> str:
     return f"declare it, e.g. {i}={{0: [s]}} for a per-lane state, or {o}={{0: [s]}} to scatter it"
 
 
-def _check_out_axis_range(config: MappingConfig, state: State, axis: int) -> None:
+def _check_out_axis_range(config: MappingConfig, state: State, axis: int, ranks: tuple[int, ...]) -> None:
     """The new mapped axis of a scattered state must exist in the stacked value (one more dimension)."""
-    for leaf in jax.tree_util.tree_leaves(peek(state)):
-        nd = len(getattr(leaf, "shape", ()))
+    for nd in ranks:
         if not -(nd + 1) <= axis <= nd:
             raise BatchAxisError(
                 message(
                     config.name,
                     f"{describe_state(state)} is scattered by {config.option_names[1]} on axis {axis}, which is out "
                     "of range",
-                    f"an axis in [{-(nd + 1)}, {nd}] (each lane writes {short_aval(leaf)})",
+                    f"an axis in [{-(nd + 1)}, {nd}] (each lane writes a value of rank {nd})",
                     f"{config.option_names[1]} axis {axis}",
                     f"use an axis in range, e.g. {config.option_names[1]}={{0: s}}",
                 )

@@ -168,7 +168,9 @@ class _Run:
                 continue
             if not frame.written[i]:
                 continue
-            lane = LaneState(state, role, frame.read[i], True)
+            new = stacked[i] if i in stacked else self.unbatched[i]
+            ranks = tuple(jnp.ndim(x) - (i in stacked) for x in jax.tree_util.tree_leaves(new))
+            lane = LaneState(state, role, frame.read[i], True, ranks)
             decision = out_axis(self.config, lane, self.size, i in stacked, self.forced)
             if isinstance(decision, Promote):
                 self.promote[id(state)] = decision.axis
