@@ -261,3 +261,98 @@ def test_hypothesis_predicates(shape, dtype):
             f(pred, 1.0)
     assert float(s.value) == 0.0
     assert_clean(s)
+
+
+# -- ifelse ------------------------------------------------------------------------------------------------
+def make_ifelse_case():
+    hits = sm.State(jnp.zeros(3), name="hits")
+    scale = sm.State(jnp.array(2.0), name="scale")  # only read
+
+    def branch(k):
+        def f(x):
+            hits.value = hits.value.at[k].add(x)
+            return x * scale.value + k
+
+        return f
+
+    def pure(k, hits_v, x):
+        return x * 2.0 + k, hits_v.at[k].add(x)
+
+    return hits, [branch(k) for k in range(3)], pure
+
+
+def first_true(flags):
+    return next((i for i, f in enumerate(flags) if f), len(flags) - 1)
+
+
+@pytest.mark.parametrize(
+    "flags", [(True, True, False), (False, True, True), (False, False, True), (False, False, False)]
+)
+@pytest.mark.parametrize("traced", [False, True])
+def test_ifelse_runs_the_first_true_branch_like_lax_switch(flags, traced):
+    hits, branches, pure = make_ifelse_case()
+
+    def run(conds, x):
+        return T.ifelse(list(conds), branches, x)
+
+    x = jnp.array(1.5)
+    out = T.jit(run)(jnp.array(flags), x) if traced else run(flags, x)
+    index = first_true(flags)
+    ref_out, ref_hits = jax.lax.switch(index, [lambda x, k=k: pure(k, jnp.zeros(3), x) for k in range(3)], x)
+    assert_tree_close((out, hits.value), (ref_out, ref_hits))
+    assert_clean(hits)
+
+
+def test_ifelse_with_an_array_of_conditions_under_vmap2_and_grad():
+    w = sm.ParamState(jnp.array(3.0), name="w")
+
+    def f(x):
+        return T.ifelse(
+            jnp.stack([x < 0, x < 1, x >= 1]),
+            [lambda: -w.value * x, lambda: w.value * x**2, lambda: w.value],
+        )
+
+    xs = jnp.array([-1.0, 0.5, 4.0])
+    assert_tree_close(T.vmap2(f)(xs), jnp.array([3.0, 0.75, 3.0]))
+    g = T.grad(lambda x: f(x), grad_states=w, argnums=0)(0.5)
+    ref = jax.grad(lambda w_, x: jax.lax.switch(1, [lambda: -w_ * x, lambda: w_ * x**2, lambda: w_]), argnums=(0, 1))(
+        3.0, 0.5
+    )
+    assert_tree_close(g, ref)
+
+
+def test_ifelse_check_cond_and_errors():
+    hits, branches, _ = make_ifelse_case()
+    with pytest.raises(ControlFlowError, match=r"(?s)not mutually exclusive.*2 true conditions"):
+        T.ifelse([True, True, False], branches, 1.0, check_cond=True)
+    assert float(T.ifelse([False, True, False], branches, 1.0, check_cond=True)) == 3.0
+    with pytest.raises(
+        ControlFlowError, match=r"(?s)conditions and branches differ in number.*one condition per branch \(3\)"
+    ):
+        T.ifelse([True, False], branches, 1.0)
+    with pytest.raises(ControlFlowError, match=r"the conditions\[1\] is not a scalar"):
+        T.ifelse([True, jnp.ones(2) > 0, False], branches, 1.0)
+    with pytest.raises(ControlFlowError, match="branches is empty"):
+        T.ifelse([], [], 1.0)
+    with pytest.raises(sm.ArgumentError, match=r"branches\[1\] is not callable"):
+        T.ifelse([True, False], [branches[0], 3], 1.0)
+    with pytest.raises(ControlFlowError, match=r"branches\[1\] returns output with another type than branches\[0\]"):
+        T.jit(lambda c: T.ifelse([c, True], [lambda: 1.0, lambda: jnp.ones(2)]))(True)
+    assert_tree_close(hits.value, jnp.array([0.0, 1.0, 0.0]))
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_ifelse_exception_in_a_branch_keeps_every_state(traced):
+    hits, branches, _ = make_ifelse_case()
+
+    def bad(x):
+        hits.value = hits.value + 100.0
+        raise RuntimeError("boom")
+
+    def run(c0, x):
+        return T.ifelse([c0, True], [branches[0], bad], x)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        T.jit(run)(jnp.array(True), 1.0) if traced else run(False, 1.0)
+    assert_tree_close(hits.value, jnp.zeros(3))
+    assert_clean(hits)

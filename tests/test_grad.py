@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 import statemap as sm
 from statemap.transform import grad, hessian, jacfwd, jacrev, vector_grad
 
+T = sm.transform
+
 
 def assert_tree_close(a, b):
     la, ta = jax.tree_util.tree_flatten(a)
@@ -659,3 +661,59 @@ def test_grad_states_property(picks):
     assert_tree_close(g, [ref[0] if p == "w" else ref[1] for p in picks])
     assert int(n.value) == 1
     assert no_tracers(w, b, n)
+
+
+# -- fwd_grad ----------------------------------------------------------------------------------------------
+def test_fwd_grad_matches_jax_grad_and_jacfwd():
+    w, b, n = make_model()
+    g, value = T.fwd_grad(stateful_loss(w, b, n), grad_states=[w, b], argnums=0, return_value=True)(X)
+    ref_value, ref = jax.value_and_grad(lambda wb, x: pure_loss(wb[0], wb[1], 0, x)[0], argnums=(0, 1))([W0, B0], X)
+    assert_tree_close(g, ref)
+    assert_tree_close(g, jax.jacfwd(lambda wb, x: pure_loss(wb[0], wb[1], 0, x)[0], argnums=(0, 1))([W0, B0], X))
+    assert_tree_close(value, ref_value)
+    assert int(n.value) == 1
+
+
+def test_fwd_grad_differentiates_a_while_loop_which_reverse_mode_cannot():
+    w = sm.ParamState(jnp.array(1.5), name="w")
+
+    def f(x):
+        return T.while_loop(lambda v: v < 10.0, lambda v: v * w.value, x)
+
+    def pure(w_, x):
+        return jax.lax.while_loop(lambda v: v < 10.0, lambda v: v * w_, x)
+
+    assert_tree_close(T.fwd_grad(f, grad_states=w, argnums=0)(2.0), jax.jacfwd(pure, argnums=(0, 1))(w.value, 2.0))
+    with pytest.raises(ValueError, match="Reverse-mode differentiation does not work"):
+        grad(f, grad_states=w)(2.0)
+
+
+def test_fwd_grad_has_aux_decorator_and_errors():
+    w, b, n = make_model()
+
+    @T.fwd_grad(grad_states=w, has_aux=True)
+    def loss(x):
+        y = w.value @ x
+        return jnp.sum(y**2), y
+
+    g, aux = loss(X)
+    assert_tree_close((g, aux), (jax.grad(lambda w_: jnp.sum((w_ @ X) ** 2))(W0), W0 @ X))
+    with pytest.raises(TypeError, match=r"(?s)fwd_grad: the function does not return a scalar.*found:    f32\[2\]"):
+        T.fwd_grad(lambda x: w.value @ x)(X)
+    with pytest.raises(TypeError, match="state 'n' .* holds a non-float value"):
+        T.fwd_grad(lambda: n.value * 1.0, grad_states=n)()
+
+
+def test_fwd_grad_exception_keeps_every_state():
+    w, b, n = make_model()
+
+    def f(x):
+        n.value = n.value + 1
+        w.value = w.value + 1
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        T.fwd_grad(f, grad_states=w)(X)
+    assert int(n.value) == 0
+    assert_tree_close(w.value, W0)
+    assert no_tracers(w, n)

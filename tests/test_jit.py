@@ -565,3 +565,83 @@ def test_state_holding_python_scalar():
     assert int(tick()) == 1
     assert int(tick()) == 2
     assert int(n.value) == 2
+
+
+# name=, lower and eval_shape.
+
+
+def _step_case():
+    w = sm.ParamState(jnp.array([[1.0, 2.0], [3.0, 4.0]]), name="w")
+    h = sm.ShortTermState(jnp.zeros(2), name="h")
+
+    def step(x, scale=1.0):
+        h.value = jnp.tanh(x @ w.value + h.value) * scale
+        return h.value.sum()
+
+    def pure(x, w_, h_, scale=1.0):
+        h_ = jnp.tanh(x @ w_ + h_) * scale
+        return h_, h_.sum()
+
+    return w, h, step, pure
+
+
+def test_lower_matches_jax_jit_lower_and_changes_no_state():
+    w, h, step, pure = _step_case()
+    f = sm.transform.jit(step, static_argnames="scale")
+    x = jnp.array([0.5, -1.0])
+    lowered = f.lower(x, scale=2.0)
+    ref = jax.jit(pure, static_argnames="scale").lower(x, w.value, h.value, scale=2.0)
+    assert "tanh" in lowered.as_text() and "tanh" in ref.as_text()
+    _assert_clean([w, h], [w.value, jnp.zeros(2)])
+    states = f.stateful.get_states(x, scale=2.0)
+    assert [s.name for s in states] == ["w", "h"]  # first-touch order
+    new_values, out = lowered.compile()([x], [w.value, h.value])
+    ref_h, ref_out = pure(x, w.value, h.value, 2.0)
+    np.testing.assert_allclose(out, ref_out)
+    np.testing.assert_allclose(new_values[0], ref_h)
+    assert float(f(x, scale=2.0)) == pytest.approx(float(ref_out))  # the traced signature is reused
+
+
+def test_eval_shape_matches_jax_eval_shape_and_changes_no_state():
+    w, h, step, pure = _step_case()
+    calls = []
+    f = sm.transform.jit(lambda x: calls.append(1) or step(x))
+    x = jnp.array([0.5, -1.0])
+    got = f.eval_shape(x)
+    ref = jax.eval_shape(lambda x: pure(x, w.value, h.value)[1], x)
+    assert (got.shape, got.dtype, got.weak_type) == (ref.shape, ref.dtype, ref.weak_type)
+    _assert_clean([w, h], [w.value, jnp.zeros(2)])
+    f(x)
+    assert len(calls) == 1  # eval_shape's trace is the one the call uses
+
+
+def test_name_names_the_compiled_program():
+    w, h, step, pure = _step_case()
+    f = sm.transform.jit(step, name="rnn_step")
+    assert f.name == "rnn_step"
+    text = f.lower(jnp.ones(2)).as_text()
+    assert "jit_rnn_step" in text
+    ref_h, ref_out = pure(jnp.ones(2), w.value, h.value)
+    np.testing.assert_allclose(f(jnp.ones(2)), ref_out)
+    np.testing.assert_allclose(h.value, ref_h)
+    hlo_meta = jax.jit(f).lower(jnp.ones(2)).as_text(debug_info=True)
+    assert "rnn_step" in hlo_meta  # the fast path names the operations (named_scope)
+    with pytest.raises(sm.ArgumentError, match="name is not a str"):
+        sm.transform.jit(step, name=3)
+
+
+def test_name_decorator_form_and_methods():
+    class Counter(sm.nn.Module):
+        def __init__(self):
+            self.n = sm.ShortTermState(jnp.array(0))
+
+        @sm.transform.jit(name="tick")
+        def tick(self, k):
+            self.n.value = self.n.value + k
+            return self.n.value
+
+    c = Counter()
+    assert int(c.tick(2)) == 2
+    assert "jit_tick" in c.tick.lower(3).as_text()
+    assert c.tick.eval_shape(3).shape == ()
+    assert int(c.n.value) == 2

@@ -572,3 +572,226 @@ def test_loop_caches_do_not_keep_a_fresh_function_s_states_alive():
         del s, body
     gc.collect()
     assert all(r() is None for r in refs), "a loop's compiled-plan cache keeps the states of dead functions alive"
+
+
+# -- checkpointed_scan --------------------------------------------------------------------------------------
+def test_checkpointed_scan_matches_lax_scan_and_its_grad():
+    (acc, w, last), f, pure, init, xs = make_scan_case()
+    carry, ys = T.checkpointed_scan(f, init, xs)
+    (ref_c, ref_acc, ref_last), ref_ys = jax.lax.scan(pure, (init, jnp.zeros(3), jnp.zeros(())), xs)
+    assert_tree_close((carry, ys, acc.value, last.value), (ref_c, ref_ys, ref_acc, ref_last))
+
+    p = sm.ParamState(jnp.array(0.7), name="p")
+
+    def loss(xs):
+        body = lambda h, x: (jnp.tanh(p.value * h + x), h**2)  # noqa: E731
+        h, ys = T.checkpointed_scan(body, 0.1, xs, policy=jax.checkpoint_policies.nothing_saveable)
+        return h + ys.sum()
+
+    def pure_loss(p_, xs):
+        h, ys = jax.lax.scan(jax.checkpoint(lambda h, x: (jnp.tanh(p_ * h + x), h**2)), 0.1, xs)
+        return h + ys.sum()
+
+    xs = jnp.linspace(-1.0, 1.0, 6)
+    assert_tree_close(T.grad(loss, grad_states=p)(xs), jax.grad(pure_loss)(0.7, xs))
+    jaxpr = str(jax.make_jaxpr(T.grad(loss, grad_states=p))(xs))
+    assert "checkpoint" in jaxpr or "remat" in jaxpr
+
+
+def test_checkpointed_scan_reverse_and_exception_keeps_states():
+    s = sm.State(jnp.zeros(()), name="s")
+
+    def f(c, x):
+        s.value = s.value * 2 + x
+        return c + x, s.value
+
+    carry, ys = T.checkpointed_scan(f, 0.0, jnp.arange(4.0), reverse=True)
+    ref = jax.lax.scan(
+        lambda cs, x: ((cs[0] + x, cs[1] * 2 + x), cs[1] * 2 + x), (0.0, 0.0), jnp.arange(4.0), reverse=True
+    )
+    assert_tree_close((carry, s.value, ys), (ref[0][0], ref[0][1], ref[1]))
+
+    def bad(c, x):
+        s.value = s.value + 1
+        raise RuntimeError("boom")
+
+    before = s.value
+    with pytest.raises(RuntimeError, match="boom"):
+        T.checkpointed_scan(bad, 0.0, jnp.arange(4.0))
+    assert float(s.value) == float(before)
+    assert_clean(s)
+
+
+# -- bounded_while_loop ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("max_steps, base", [(100, 16), (5, 2), (17, 4), (3, 16), (0, 16)])
+def test_bounded_while_loop_matches_while_loop_and_the_bound(max_steps, base):
+    n = sm.State(jnp.array(0), name="n")
+    total = sm.State(jnp.zeros(()), name="total")
+
+    def body(v):
+        n.value = n.value + 1
+        total.value = total.value + v
+        return v * 1.5
+
+    def cond_fun(v):
+        return v < 20.0 + total.value * 0.0
+
+    out = T.bounded_while_loop(cond_fun, body, 1.0, max_steps=max_steps, base=base)
+
+    # oracle: jax.lax.while_loop with the step count in the carry
+    def pure_cond(c):
+        v, k, _, _ = c
+        return (v < 20.0) & (k < max_steps)
+
+    def pure_body(c):
+        v, k, nn, tt = c
+        return v * 1.5, k + 1, nn + 1, tt + v
+
+    ref_v, _, ref_n, ref_t = jax.lax.while_loop(pure_cond, pure_body, (1.0, 0, 0, 0.0))
+    assert_tree_close((out, n.value, total.value), (ref_v, ref_n, ref_t))
+    assert int(n.value) == min(max_steps, 8)  # 1.5**8 > 20
+    assert_clean(n, total)
+
+
+def test_bounded_while_loop_grad_matches_an_unrolled_pure_loop():
+    w = sm.ParamState(jnp.array(1.3), name="w")
+    seen = sm.State(jnp.array(0), name="seen")
+
+    def loss(x):
+        def body(v):
+            seen.value = seen.value + 1
+            return jnp.sin(v) + w.value * v
+
+        return T.bounded_while_loop(lambda v: v < 5.0, body, x, max_steps=40, base=3)
+
+    def pure(w_, x):
+        v = x
+        for _ in range(40):
+            if not v < 5.0:
+                break
+            v = jnp.sin(v) + w_ * v
+        return v
+
+    g = T.jit(T.grad(loss, grad_states=w, argnums=0))(0.5)
+    assert_tree_close(g, jax.grad(pure, argnums=(0, 1))(1.3, 0.5))
+    steps = int(seen.value)
+    assert steps > 1
+    T.jit(T.grad(loss, grad_states=w))(0.5)
+    assert int(seen.value) == 2 * steps
+
+
+def test_bounded_while_loop_errors_and_exception_keeps_states():
+    n = sm.State(jnp.array(0), name="n")
+    with pytest.raises(sm.ArgumentError, match="max_steps is not an int >= 0"):
+        T.bounded_while_loop(lambda v: v < 3, lambda v: v + 1, 0, max_steps=-1)
+    with pytest.raises(sm.ArgumentError, match="base is not an int >= 2"):
+        T.bounded_while_loop(lambda v: v < 3, lambda v: v + 1, 0, max_steps=4, base=1)
+
+    def writing_cond(v):
+        n.value = n.value + 1
+        return v < 3
+
+    with pytest.raises(ControlFlowError, match="cond_fun writes state 'n'"):
+        T.bounded_while_loop(writing_cond, lambda v: v + 1, 0, max_steps=4)
+
+    def bad(v):
+        n.value = n.value + 1
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        T.bounded_while_loop(lambda v: v < 3, bad, 0, max_steps=4)
+    assert int(n.value) == 0
+    assert_clean(n)
+
+
+def test_warm_bounded_while_loop_reuses_one_executable():
+    from statemap.transform import _loops
+
+    def body(v):
+        return v + 1
+
+    def cond_fun(v):
+        return v < 3
+
+    T.bounded_while_loop(cond_fun, body, 0, max_steps=10)
+    size = _loops._bounded_jitted._cache_size()
+    for i in range(3):
+        assert int(T.bounded_while_loop(cond_fun, body, i, max_steps=10)) == max(3, i)
+    assert _loops._bounded_jitted._cache_size() == size
+
+
+# -- jax.disable_jit ------------------------------------------------------------------------------------------
+def test_scan_and_for_loop_run_eagerly_under_disable_jit_like_lax_scan():
+    (acc, w, last), f, pure, init, xs = make_scan_case()
+    seen = []
+
+    def eager_f(carry, x):
+        seen.append(type(x["a"]))
+        if float(x["b"]) > 2:  # Python control flow on a concrete value: only possible eagerly
+            last.value = last.value * 0.0
+        return f(carry, x)
+
+    with jax.disable_jit():
+        carry, ys = T.scan(eager_f, init, xs, reverse=True)
+        ref = jax.lax.scan(pure, (init, jnp.zeros(3), jnp.zeros(())), xs, reverse=True)
+    assert len(seen) == 4 and not any(issubclass(t, jax.core.Tracer) for t in seen)
+    (ref_c, ref_acc, ref_last), ref_ys = ref
+    assert_tree_close((carry, ys, acc.value, last.value), (ref_c, ref_ys, ref_acc, ref_last))
+
+    total = sm.State(jnp.zeros(()), name="total")
+
+    def g(x, k):
+        total.value = total.value + x * k
+        return total.value
+
+    with jax.disable_jit():
+        out = T.for_loop(g, jnp.arange(3.0), jnp.array([1.0, 2.0, 3.0]))
+    assert_tree_close((out, total.value), (jnp.array([0.0, 2.0, 8.0]), jnp.array(8.0)))
+    assert_clean(acc, w, last, total)
+
+
+def test_while_loops_run_eagerly_under_disable_jit_like_lax_while_loop():
+    n = sm.State(jnp.array(0), name="n")
+    calls = []
+
+    def body(v):
+        calls.append(v)
+        n.value = n.value + 1
+        return v * 2
+
+    with jax.disable_jit():
+        out = T.while_loop(lambda v: v < 10, body, 1)
+        ref = jax.lax.while_loop(lambda v: v < 10, lambda v: v * 2, 1)
+        bounded = T.bounded_while_loop(lambda v: v < 10, body, 1, max_steps=2)
+    assert repr(out) == repr(ref) and int(bounded) == 4
+    assert int(n.value) == 6 and len(calls) == 6
+    assert not any(isinstance(c, jax.core.Tracer) for c in calls)
+
+
+def test_disable_jit_loops_keep_every_state_after_an_exception():
+    s = sm.State(jnp.zeros(()), name="s")
+
+    def f(c, x):
+        s.value = s.value + 1
+        if float(x) == 2.0:
+            raise RuntimeError("boom")
+        return c, None
+
+    with jax.disable_jit(), pytest.raises(RuntimeError, match="boom"):
+        T.scan(f, None, jnp.arange(4.0))
+    with jax.disable_jit(), pytest.raises(RuntimeError, match="boom"):
+        T.while_loop(lambda v: v < 5.0, lambda v: f(None, v) and v + 1, 0.0)
+    assert float(s.value) == 0.0
+    assert_clean(s)
+
+
+def test_disable_jit_inside_vmap2_falls_back_to_the_traced_loop():
+    n = sm.State(jnp.zeros(3), name="n")
+
+    def f(x):
+        return T.while_loop(lambda v: v < x, lambda v: v + 1.0, 0.0)
+
+    with jax.disable_jit():
+        out = T.vmap2(f)(jnp.array([1.0, 2.5, 4.0]))
+    assert_tree_close(out, jnp.array([1.0, 3.0, 4.0]))
+    assert_clean(n)

@@ -122,6 +122,23 @@ def test_jaxpr_call_wrong_number_of_states():
         StatefulFunction(f).jaxpr_call([jnp.zeros(())], jnp.ones(2))
 
 
+def test_jaxpr_call_value_of_another_type_names_the_state():
+    # Regression: a value with the wrong number of leaves used to fail with "foreach() argument 2 is longer
+    # than argument 1", and one of the wrong shape deep inside a JAX primitive.
+    f, _, w, n = _counter()
+    sf = StatefulFunction(f)
+    x = jnp.ones(2)
+    for bad in ((w.value, w.value), jnp.ones(3), jnp.ones(2, jnp.int32)):
+        with pytest.raises(ValueError, match=r"(?s)state_vals\[1\] of another type than state 'w'.*expected: f32\[2\]"):
+            sf.jaxpr_call([n.value, bad], x)
+    with pytest.raises(ValueError, match=r"(?s)state_vals\[0\] of another type than state 'n'.*found:    f32\[2\]"):
+        sf.jaxpr_call([w.value, n.value], x)  # swapped
+    new_values, out = sf.jaxpr_call(
+        [5, np.arange(2.0, dtype=np.float32)], x
+    )  # Python scalars and NumPy arrays are fine
+    assert int(new_values[0]) == 6 and float(out) == 1.0
+
+
 def test_return_only_write_false_outputs_every_state():
     f, _, w, n = _counter()
     sf = StatefulFunction(f, return_only_write=False)

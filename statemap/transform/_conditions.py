@@ -1,8 +1,9 @@
-"""`cond` and `switch`: `jax.lax.cond` / `jax.lax.switch` for branches that read and write states.
+"""`cond`, `switch` and `ifelse`: `jax.lax.cond` / `jax.lax.switch` for branches that read and write states.
 
 Every branch is traced once per operand signature; the states written by any branch are outputs of every
 branch (a branch that does not write one returns its input value). A concrete predicate or index (a Python
-bool or int, or any non-traced array) picks its branch directly, without tracing the others.
+bool or int, or any non-traced array) picks its branch directly, without tracing the others. `ifelse` turns its
+list of conditions into the index of the first true one and runs `switch`'s engine.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ._control import (
     stateful,
 )
 
-__all__ = ["cond", "switch"]
+__all__ = ["cond", "switch", "ifelse"]
 
 
 def _scalar_of_kind(x: Any, who: str, what: str, kinds: tuple[Any, ...], expected: str, fix: str) -> Any:
@@ -43,6 +44,29 @@ def _scalar_of_kind(x: Any, who: str, what: str, kinds: tuple[Any, ...], expecte
     if not any(jnp.issubdtype(aval.dtype, k) for k in kinds):
         raise ControlFlowError(message(who, f"the {what} has dtype {aval.dtype}", expected, short_aval(aval), fix))
     return aval
+
+
+def _branch_list(branches: Any, who: str, usage: str) -> tuple[Callable[..., Any], ...]:
+    """`branches` as a non-empty tuple of callables."""
+    try:
+        out = tuple(branches)
+    except TypeError:
+        raise ArgumentError(
+            message(
+                who,
+                "branches is not a sequence",
+                "a list or tuple of functions",
+                f"{type(branches).__name__}",
+                f"pass the branches as a list, e.g. {usage}",
+            )
+        ) from None
+    if not out:
+        raise ControlFlowError(
+            message(who, "branches is empty", "at least one branch", "[]", "pass a list of functions")
+        )
+    for i, fun in enumerate(out):
+        check_callable(fun, who, f"branches[{i}]")
+    return out
 
 
 def _check_branches(who: str, flats: Sequence[FlatTraced], names: Sequence[str], union: StateUnion) -> None:
@@ -204,24 +228,7 @@ def switch(index: Any, branches: Sequence[Callable[..., Any]], *operands: Any) -
       (2.0, -2.0, 5.0, 7.0)
     """
     who = "switch"
-    try:
-        branches = tuple(branches)
-    except TypeError:
-        raise ArgumentError(
-            message(
-                who,
-                "branches is not a sequence",
-                "a list or tuple of functions",
-                f"{type(branches).__name__}",
-                "pass the branches as a list, e.g. switch(i, [f, g], x)",
-            )
-        ) from None
-    if not branches:
-        raise ControlFlowError(
-            message(who, "branches is empty", "at least one branch", "[]", "pass a list of functions")
-        )
-    for i, fun in enumerate(branches):
-        check_callable(fun, who, f"branches[{i}]")
+    branches = _branch_list(branches, who, "switch(i, [f, g], x)")
     _scalar_of_kind(
         index,
         who,
@@ -240,3 +247,95 @@ def switch(index: Any, branches: Sequence[Callable[..., Any]], *operands: Any) -
 
     names = [f"branches[{i}]" for i in range(len(branches))]
     return _traced_branches(who, branches, names, operands, call)
+
+
+def _condition_list(conditions: Any, n: int, who: str) -> list[Any]:
+    """`conditions` (a sequence of scalars, or a 1-D array) as a list of `n` checked boolean/integer scalars."""
+    try:
+        out = list(conditions)
+    except TypeError:
+        out = None
+    if out is None or len(out) != n:
+        found = f"{type(conditions).__name__}" if out is None else f"{len(out)} conditions"
+        raise ControlFlowError(
+            message(
+                who,
+                "conditions and branches differ in number",
+                f"one condition per branch ({n})",
+                found,
+                "pass a list of scalar conditions, one per branch; use True as the last one for an 'else'",
+            )
+        )
+    for i, c in enumerate(out):
+        _scalar_of_kind(
+            c,
+            who,
+            f"conditions[{i}]",
+            (jnp.bool_, jnp.integer),
+            "a scalar boolean (or integer, nonzero meaning true)",
+            "reduce it to a scalar (e.g. jnp.any(c))",
+        )
+    return out
+
+
+def ifelse(conditions: Any, branches: Sequence[Callable[..., Any]], *operands: Any, check_cond: bool = False) -> Any:
+    """Run the branch of the first true condition, like an ``if``/``elif`` chain, with states.
+
+    ``ifelse([c0, c1, c2], [f0, f1, f2], x)`` runs ``f0(x)`` if ``c0``, else ``f1(x)`` if ``c1``, else
+    ``f2(x)`` if ``c2``; when no condition is true the last branch runs (so ``True`` as the last condition,
+    or any other, reads as an ``else``). Traced conditions become the index of the first true one
+    (``argmax``) and the branches run through `switch`'s engine: every state written by any branch is
+    written, a branch that does not write it keeps its value. Concrete conditions run their branch directly.
+
+    Args:
+      conditions: Scalar booleans (or integers, nonzero meaning true), one per branch: a list or tuple, or
+        a 1-D array.
+      branches: Functions taking `*operands`; all must return the same structure and types.
+      *operands: Arguments of the branches (arrays or pytrees of arrays, never states).
+      check_cond: If True, check that exactly one condition is true (mutually exclusive conditions), as
+        brainstate's default does. Only concrete conditions can be checked; traced ones are not.
+
+    Returns:
+      The output of the chosen branch.
+
+    Raises:
+      ControlFlowError: conditions and branches differ in number, a condition is not a boolean/integer
+        scalar, the branches return (or leave a state with) different structures or types, or with
+        `check_cond` concrete conditions are not exactly one true.
+
+    Example:
+      >>> hits = sm.State(jnp.zeros(3, jnp.int32), name="hits")
+      >>> def branch(k):
+      ...     def f(x):
+      ...         hits.value = hits.value.at[k].add(1)
+      ...         return x * (k + 1.0)
+      ...     return f
+      >>> classify = sm.transform.jit(
+      ...     lambda x: sm.transform.ifelse([x < 0, x < 10, True], [branch(0), branch(1), branch(2)], x))
+      >>> [float(classify(v)) for v in (-1.0, 5.0, 20.0, 30.0)], hits.value
+      ([-1.0, 10.0, 60.0, 90.0], Array([1, 1, 2], dtype=int32))
+    """
+    who = "ifelse"
+    branches = _branch_list(branches, who, "ifelse([c0, c1], [f, g], x)")
+    conds = _condition_list(conditions, len(branches), who)
+    if not any(_compat.is_tracer(c) for c in conds):
+        flags = [bool(c) for c in conds]
+        if check_cond and sum(flags) != 1:
+            raise ControlFlowError(
+                message(
+                    who,
+                    "check_cond=True but the conditions are not mutually exclusive",
+                    "exactly one true condition",
+                    f"{sum(flags)} true conditions: {flags}",
+                    "make the conditions exclusive, or pass check_cond=False to run the first true one",
+                )
+            )
+        flatten_checked(operands, who, "operands")
+        return run_direct(branches[flags.index(True) if any(flags) else len(flags) - 1], operands, who)
+    stacked = jnp.stack([jnp.asarray(c).astype(jnp.bool_) for c in conds])
+    index = jnp.where(jnp.any(stacked), jnp.argmax(stacked), len(conds) - 1).astype(jnp.int32)
+
+    def call(runners: list[Callable[..., Any]], ops: list[Any], states: list[Any]) -> Any:
+        return jax.lax.switch(index, runners, ops, states)
+
+    return _traced_branches(who, branches, [f"branches[{i}]" for i in range(len(branches))], operands, call)

@@ -1,4 +1,4 @@
-"""Stateful automatic differentiation: `grad`, `vector_grad`, `jacrev`, `jacfwd` and `hessian`.
+"""Stateful automatic differentiation: `grad`, `vector_grad`, `fwd_grad`, `jacrev`, `jacfwd` and `hessian`.
 
 Passes, per call:
   1. Trace (once per signature, cached): `StatefulFunction` runs the user's Python body under
@@ -11,6 +11,10 @@ Passes, per call:
      once (their new values) and never differentiated.
   4. Restructure: JAX's derivatives follow ``(grad_state_values, diff_args)``; they are rearranged into the
      structure the user asked for (`grad_states` as given, `argnums` as in JAX).
+
+`vjp` and `jvp` (`_vjp_jvp.py`) reuse passes 1, 2 and 4 (`GradientTransform._prepare`) and apply `jax.vjp` /
+`jax.jvp` themselves. With ``debug_nan=True``, `grad` and `vector_grad` check the result for NaN before writing
+anything back (`_nan_check.py`).
 
 State values are read with `read_values` and written with `write_back`, so these transforms record their
 reads and writes in enclosing statemap traces and compose with `jit`, `scan` and the mapping transforms.
@@ -32,13 +36,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._errors import describe_state, message, tree_aval
+from .._errors import ArgumentError, MappingRuntimeError, describe_state, message, tree_aval
 from .._state import ParamState, State, read_values, write_back
 from ..nn._module import Module
 from ._arguments import resolve_argnums
 from ._make_jaxpr import StatefulFunction, Traced
+from ._nan_check import call_python, check_nan
 
-__all__ = ["GradientTransform", "grad", "vector_grad", "jacrev", "jacfwd", "hessian"]
+__all__ = ["GradientTransform", "grad", "vector_grad", "fwd_grad", "jacrev", "jacfwd", "hessian"]
 
 # A `grad_states` spec mirrors the structure the user gave, with each State replaced by its index into the
 # list of distinct grad states (containers are dict/list/tuple, so an int is always a slot).
@@ -91,6 +96,46 @@ def _rebuild(spec: _Spec, values: Sequence[Any]) -> Any:
     return type(spec)(*items) if hasattr(spec, "_fields") else tuple(items)
 
 
+def _slot_values(spec: _Spec, tree: Any, n: int, who: str, what: str) -> list[Any]:
+    """The inverse of `_rebuild`: `tree`, given in the structure of `grad_states`, as one value per distinct state.
+
+    Raises:
+      ArgumentError: `tree` does not have the containers (dict keys, list/tuple lengths) of `grad_states`.
+    """
+    out: list[Any] = [None] * n
+    seen = [False] * n
+
+    def mismatch(where: str, expected: str, found: Any) -> ArgumentError:
+        return ArgumentError(
+            message(
+                who,
+                f"{what}{where} does not have the structure of grad_states{where}",
+                expected,
+                f"{type(found).__name__} {tree_aval(found) if hasattr(found, 'shape') else repr(found)[:60]}",
+                f"give {what} the containers of grad_states, with one value per State",
+            )
+        )
+
+    def visit(s: _Spec, t: Any, where: str) -> None:
+        if isinstance(s, int):
+            if not seen[s]:
+                out[s], seen[s] = t, True
+            return
+        if isinstance(s, dict):
+            if not isinstance(t, dict) or set(t) != set(s):
+                raise mismatch(where, f"a dict with the keys {sorted(map(repr, s))}", t)
+            for key, sub in s.items():
+                visit(sub, t[key], f"{where}[{key!r}]")
+            return
+        if not isinstance(t, (list, tuple)) or len(t) != len(s):
+            raise mismatch(where, f"a list or tuple of {len(s)} values", t)
+        for i, (sub, x) in enumerate(zip(s, t, strict=True)):
+            visit(sub, x, f"{where}[{i}]")
+
+    visit(spec, tree, "")
+    return out
+
+
 def _check_differentiable(states: Sequence[State], values: Sequence[Any], who: str) -> None:
     """Name the state when JAX would refuse an integer/bool/key grad state (JAX's message names no state)."""
     for s, v in zip(states, values, strict=True):
@@ -133,14 +178,48 @@ def _vector_grad(pure: _Pure, diff: Any, opts: dict[str, Any]) -> tuple[Any, Any
     return g, aux
 
 
+def _fwd_grad(pure: _Pure, diff: Any, opts: dict[str, Any]) -> tuple[Any, Any]:
+    """The gradient of a scalar function by forward mode: `jax.jacfwd`, whose Jacobian of a scalar has the
+    structure and shapes of the inputs (one `jax.jvp` per input element, batched by `jax.vmap`)."""
+
+    def scalar(d: Any) -> tuple[Any, Any]:
+        value, aux = pure(d)
+        leaves = jax.tree_util.tree_leaves(value)
+        if len(leaves) != 1 or jnp.shape(leaves[0]) != ():
+            raise TypeError(
+                message(
+                    "fwd_grad",
+                    "the function does not return a scalar",
+                    "a scalar output (fwd_grad is the gradient of a scalar function)",
+                    tree_aval(value),
+                    "reduce the output (e.g. jnp.sum), or use jacfwd for the Jacobian of a vector output",
+                )
+            )
+        return value, aux
+
+    derivs, aux = jax.jacfwd(scalar, has_aux=True, **opts)(diff)
+    return derivs, aux
+
+
+def _product_only(pure: _Pure, diff: Any, opts: dict[str, Any]) -> tuple[Any, Any]:  # pragma: no cover - guard
+    raise MappingRuntimeError("GradientTransform: vjp/jvp apply JAX themselves; this is a bug in statemap")
+
+
 # kind -> (JAX transform, derivatives carry a leading level per output leaf, levels of the input structure)
 _KINDS: dict[str, tuple[_Apply, bool, int]] = {
     "grad": (_with_aux(jax.grad), False, 1),
     "vector_grad": (_vector_grad, False, 1),
+    "fwd_grad": (_fwd_grad, False, 1),
     "jacrev": (_with_aux(jax.jacrev), True, 1),
     "jacfwd": (_with_aux(jax.jacfwd), True, 1),
     "hessian": (_with_aux(jax.hessian), True, 2),
+    # vjp and jvp use a GradientTransform for its trace and pure function only (`_prepare`): they apply
+    # jax.vjp / jax.jvp themselves and return a function or tangents, not derivatives to restructure.
+    "vjp": (_product_only, False, 1),
+    "jvp": (_product_only, False, 1),
 }
+# Kinds refusing an integer grad state by default (vector_grad, vjp and jvp pass JAX's float0 through).
+_REFUSE_INT = ("grad", "fwd_grad", "jacrev", "jacfwd", "hessian")
 
 _Argnums = int | Sequence[int] | None
 
@@ -233,6 +312,7 @@ class GradientTransform:
         argnums: _Argnums = None,
         has_aux: bool | None = None,
         return_value: bool = False,
+        debug_nan: bool = False,
         _bound: bool = False,
         **options: Any,
     ) -> None:
@@ -246,7 +326,7 @@ class GradientTransform:
         # static (hashed by the instance) and not counted by argnums.
         self._nbound = int(_bound)
         self._stateful = StatefulFunction(fun, static_argnums=(0,) if _bound else (), name=kind)
-        self._init_args = (grad_states, argnums, has_aux, return_value, options)
+        self._init_args = (grad_states, argnums, has_aux, return_value, debug_nan, options)
         self._method_twin: GradientTransform | None = None
         self._states: list[State] = []
         self._spec: _Spec = None
@@ -259,7 +339,8 @@ class GradientTransform:
         self._has_aux = bool(has_aux)
         self._return_value = bool(return_value)
         self._options = options
-        self._check_ints = kind != "vector_grad" and not options.get("allow_int", False)
+        self._debug_nan = bool(debug_nan)
+        self._check_ints = kind in _REFUSE_INT and not options.get("allow_int", False)
         self._arg_plans: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         # Per traced entry: for each state it touches, its index among the grad states (None if not one).
         self._slots: weakref.WeakKeyDictionary[Traced, list[int | None]] = weakref.WeakKeyDictionary()
@@ -327,27 +408,40 @@ class GradientTransform:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         positions: tuple[int, ...],
+        python: bool = False,
     ) -> _Pure:
+        """The pure function of a call; with `python`, it runs the Python body again instead of the traced
+        jaxpr (op by op, so `jax.debug_nans` sees every operation) and returns no new state values."""
         has_aux = self._has_aux
         kind = self._kind
         nbound = self._nbound
+        fun = self._fun
 
         def pure(diff: Any) -> tuple[Any, Any]:
             grad_vals, diff_args = diff
             call_args = list(args)
             for p, v in zip(positions, diff_args, strict=True):
                 call_args[p] = v
-            arg_leaves = jax.tree_util.tree_leaves((call_args[nbound:], kwargs))
             it = iter(others)
             values = [next(it) if k is None else grad_vals[k] for k in slots]
-            new_values, out = entry.call_flat(arg_leaves, values)
+            new_values: list[Any] = []
+            if python:
+                out = call_python(fun, call_args, kwargs, entry.states, values, kind)
+            else:
+                arg_leaves = jax.tree_util.tree_leaves((call_args[nbound:], kwargs))
+                new_values, out = entry.call_flat(arg_leaves, values)
             value, aux = _split_aux(out, has_aux, kind)
             return value, (value, aux, new_values)
 
         return pure
 
     # -- call -----------------------------------------------------------------------------------------------
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def _prepare(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], python: bool = False
+    ) -> tuple[_Pure, Any, Traced, tuple[int, ...]]:
+        """Passes 1-2 of a call: (pure function, its input ``(grad_state_values, diff_args)``, the traced
+        entry, the index into the differentiated arguments of each argnums entry). Reads states; writes none.
+        With `python`, the pure function runs the Python body (see `_pure`)."""
         sf = self._stateful
         sig = sf.signature(args, kwargs)
         positions, pick = self._arg_plan(len(args))
@@ -361,8 +455,19 @@ class GradientTransform:
         if self._check_ints:
             _check_differentiable(self._states, grad_vals, self._kind)
         diff = (grad_vals, tuple(args[p] for p in positions))
-        pure = self._pure(entry, slots, others, args, kwargs, positions)
+        return self._pure(entry, slots, others, args, kwargs, positions, python), diff, entry, pick
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        pure, diff, entry, pick = self._prepare(args, kwargs)
         derivs, (value, aux, new_values) = self._apply(pure, diff, self._options)
+        if self._debug_nan:
+            names = [describe_state(s) for s in self._states]
+            names += [f"argument args[{p - self._nbound}]" for p in self._arg_plan(len(args))[0]]
+
+            def rerun() -> Any:
+                return self._apply(self._prepare(args, kwargs, python=True)[0], diff, self._options)
+
+            check_nan(self._kind, names, diff, value, derivs, rerun)
         write_back(entry.states, dict(zip(entry.out_states, new_values, strict=True)))
         derivs = self._restructure(derivs, jax.tree_util.tree_structure(diff), value, pick)
         out: tuple[Any, ...] = (derivs,)
@@ -379,9 +484,9 @@ class GradientTransform:
             return self
         twin = self._method_twin
         if twin is None:
-            grad_states, argnums, has_aux, return_value, options = self._init_args
+            grad_states, argnums, has_aux, return_value, debug_nan, options = self._init_args
             twin = GradientTransform(
-                self._fun, self._kind, grad_states, argnums, has_aux, return_value, _bound=True, **options
+                self._fun, self._kind, grad_states, argnums, has_aux, return_value, debug_nan, _bound=True, **options
             )
             twin._states, twin._spec = self._states, self._spec  # a Module stays expanded as at creation
             self._method_twin = twin
@@ -424,6 +529,7 @@ def grad(
     allow_int: bool = False,
     has_aux: bool | None = None,
     return_value: bool = False,
+    debug_nan: bool = False,
 ) -> GradientTransform: ...
 
 
@@ -436,6 +542,7 @@ def grad(
     allow_int: bool = False,
     has_aux: bool | None = None,
     return_value: bool = False,
+    debug_nan: bool = False,
 ) -> _Decorator: ...
 
 
@@ -447,6 +554,7 @@ def grad(
     allow_int: bool = False,
     has_aux: bool | None = None,
     return_value: bool = False,
+    debug_nan: bool = False,
 ) -> GradientTransform | _Decorator:
     """Gradient of a scalar function with respect to states and/or positional arguments, like `jax.grad`.
 
@@ -467,6 +575,12 @@ def grad(
       allow_int: As in `jax.grad`; integer states or arguments get float0 gradients.
       has_aux: If True, `fun` returns ``(value, aux)`` and `aux` is returned too.
       return_value: If True, the value of `fun` is returned too.
+      debug_nan: If True, each call checks the differentiated inputs, the value and the gradients for NaN
+        and raises `NaNError` (a `FloatingPointError`) naming the first of them holding one and, for an
+        eager call, the first operation that produced it (found by evaluating the call again under
+        `jax.debug_nans`). Under `jit` or another JAX trace the check runs on the host through
+        `jax.debug.callback`: JAX reports the error as a `JaxRuntimeError` whose message contains ours.
+        Nothing is written back when it raises.
 
     Returns:
       A `GradientTransform`, called like `fun`. It returns the gradients: those of `grad_states` only,
@@ -480,6 +594,7 @@ def grad(
       TypeError: `grad_states` holds something that is not a State, or (without `allow_int`) a grad state
         holds an integer value.
       StateArgumentError: a State is passed as an argument.
+      NaNError: with `debug_nan`, a NaN in the inputs, the value or the gradients.
 
     Example:
       >>> w = sm.ParamState(jnp.array([1.0, 2.0]), name="w")
@@ -498,9 +613,25 @@ def grad(
       >>> gw, gx = sm.transform.grad(lambda x: jnp.sum(w.value * x), grad_states=w, argnums=0)(jnp.ones(2))
       >>> gw, gx
       (Array([1., 1.], dtype=float32), Array([1., 2.], dtype=float32))
+
+      With `debug_nan`, a NaN gradient raises before any state is written:
+
+      >>> sm.transform.grad(lambda x: jnp.sum(jnp.sqrt(x)), debug_nan=True)(jnp.array([-1.0, 4.0]))
+      Traceback (most recent call last):
+      ...
+      statemap.transform._nan_check.NaNError: grad: NaN in the value of the function
+      ...
     """
     return _transform_or_decorator(
-        "grad", fun, grad_states, argnums, has_aux, return_value, holomorphic=holomorphic, allow_int=allow_int
+        "grad",
+        fun,
+        grad_states,
+        argnums,
+        has_aux,
+        return_value,
+        holomorphic=holomorphic,
+        allow_int=allow_int,
+        debug_nan=debug_nan,
     )
 
 
@@ -511,6 +642,7 @@ def vector_grad(
     argnums: _Argnums = None,
     return_value: bool = False,
     has_aux: bool | None = None,
+    debug_nan: bool = False,
 ) -> GradientTransform: ...
 
 
@@ -521,6 +653,7 @@ def vector_grad(
     argnums: _Argnums = None,
     return_value: bool = False,
     has_aux: bool | None = None,
+    debug_nan: bool = False,
 ) -> _Decorator: ...
 
 
@@ -530,6 +663,7 @@ def vector_grad(
     argnums: _Argnums = None,
     return_value: bool = False,
     has_aux: bool | None = None,
+    debug_nan: bool = False,
 ) -> GradientTransform | _Decorator:
     """Gradient of a vector (or pytree) output, pulled back with an all-ones cotangent.
 
@@ -543,6 +677,8 @@ def vector_grad(
       argnums: Positional argument(s) to differentiate, as in `grad`.
       return_value: If True, also return the output of `fun`.
       has_aux: If True, `fun` returns ``(output, aux)`` and `aux` is returned too.
+      debug_nan: If True, raise `NaNError` naming the first input, output or gradient holding a NaN, as in
+        `grad`.
 
     Returns:
       A `GradientTransform` returning the gradients (then the value, then aux), as `grad` does.
@@ -552,7 +688,73 @@ def vector_grad(
       >>> sm.transform.vector_grad(lambda: x.value ** 2, grad_states=x)()
       Array([0., 2., 4.], dtype=float32)
     """
-    return _transform_or_decorator("vector_grad", fun, grad_states, argnums, has_aux, return_value)
+    return _transform_or_decorator("vector_grad", fun, grad_states, argnums, has_aux, return_value, debug_nan=debug_nan)
+
+
+@overload
+def fwd_grad(
+    fun: Callable[..., Any],
+    grad_states: Any = None,
+    argnums: _Argnums = None,
+    return_value: bool = False,
+    has_aux: bool | None = None,
+    holomorphic: bool = False,
+) -> GradientTransform: ...
+
+
+@overload
+def fwd_grad(
+    fun: None = None,
+    grad_states: Any = None,
+    argnums: _Argnums = None,
+    return_value: bool = False,
+    has_aux: bool | None = None,
+    holomorphic: bool = False,
+) -> _Decorator: ...
+
+
+def fwd_grad(
+    fun: Callable[..., Any] | None = None,
+    grad_states: Any = None,
+    argnums: _Argnums = None,
+    return_value: bool = False,
+    has_aux: bool | None = None,
+    holomorphic: bool = False,
+) -> GradientTransform | _Decorator:
+    """Gradient of a scalar function computed by forward mode, with respect to states and/or arguments.
+
+    Same result and structure as `grad`, computed with `jax.jacfwd` (one `jax.jvp` per input element, along
+    each vector of the standard basis, batched with `jax.vmap`) instead of reverse mode: no residuals are
+    stored, which suits functions with few inputs or ones reverse mode cannot differentiate (a
+    `jax.lax.while_loop`). It is the exact gradient, not a random-tangent estimate. States are handled as
+    in `grad`.
+
+    Args:
+      fun: Function returning a scalar (or ``(scalar, aux)`` with `has_aux`).
+      grad_states: States to differentiate, as in `grad`.
+      argnums: Positional argument(s) to differentiate, as in `grad` (0 when `grad_states` is None).
+      return_value: If True, also return the value of `fun`.
+      has_aux: If True, `fun` returns ``(value, aux)`` and `aux` is returned too.
+      holomorphic: As in `jax.jacfwd`.
+
+    Returns:
+      A `GradientTransform` returning the gradients (then the value, then aux), as `grad` does.
+
+    Raises:
+      TypeError: `fun` does not return a scalar, or a grad state holds an integer value.
+
+    Example:
+      >>> w = sm.ParamState(jnp.array([1.0, 2.0]), name="w")
+      >>> f = lambda x: jnp.sum(w.value ** 2 * x)
+      >>> sm.transform.fwd_grad(f, grad_states=w)(3.0)
+      Array([ 6., 12.], dtype=float32)
+      >>> sm.transform.fwd_grad(lambda: sm.transform.while_loop(lambda v: v < 10.0, lambda v: v * w.value[1],
+      ...                                                      w.value[0]), grad_states=w)()
+      Array([16.,  32.], dtype=float32)
+    """
+    return _transform_or_decorator(
+        "fwd_grad", fun, grad_states, argnums, has_aux, return_value, holomorphic=holomorphic
+    )
 
 
 @overload

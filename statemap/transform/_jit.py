@@ -3,7 +3,8 @@
 Each signature is traced once by `StatefulFunction`; its jaxpr is what runs, never the Python body again. The
 calls themselves go through the shared `Dispatcher` (`_dispatch.py`): eager calls without static or donated
 arguments take its fast path (one `jax.jit` over the known states' values and the arguments), the others its
-traced path (one compiled program per traced signature).
+traced path (one compiled program per traced signature). `lower` and `eval_shape` read a signature's program
+and trace without running anything.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from typing import Any, overload
 
 import jax
 
-from .._state import State
+from .._errors import ArgumentError, message
+from .._state import State, peek
 from ._arguments import CallSignature, parse_argnums, resolve_argnums, shift_argnums
 from ._dispatch import Dispatcher, Program, check_signatures
+from ._eval_shape import out_shapes
 from ._make_jaxpr import StatefulFunction, Traced
 from ._method import bind_method, weak_partial
 
@@ -30,6 +33,7 @@ class JittedFunction:
     Attributes:
       origin_fun: The wrapped function.
       stateful: The `StatefulFunction` holding the traced signatures.
+      name: The name given to `jit` (or None).
 
     Example:
       >>> class Counter(sm.nn.Module):
@@ -52,9 +56,21 @@ class JittedFunction:
         static_argnums: int | Sequence[int] = (),
         static_argnames: str | Sequence[str] = (),
         donate_argnums: int | Sequence[int] = (),
+        name: str | None = None,
         **jit_kwargs: Any,
     ) -> None:
+        if name is not None and not isinstance(name, str):
+            raise ArgumentError(
+                message(
+                    "jit",
+                    "name is not a str",
+                    "a str naming the compiled program, e.g. 'train_step'",
+                    f"{type(name).__name__} {name!r:.60}",
+                    "pass the name as a str",
+                )
+            )
         self.origin_fun = fun
+        self.name = name
         self.stateful = StatefulFunction(fun, static_argnums, static_argnames, name="jit")
         self.donate_argnums = parse_argnums(donate_argnums, "donate_argnums")
         self._jit_kwargs = jit_kwargs
@@ -74,9 +90,17 @@ class JittedFunction:
         return program, list(entry.states)
 
     def _program(self, entry: Traced, sig: CallSignature) -> Program:
+        name = self.name
+
         def run(arg_leaves: list[Any], values: list[Any]) -> tuple[list[Any], Any]:
             check_signatures(values, entry.state_sigs)
-            return entry.call_flat(arg_leaves, values)
+            if name is None:
+                return entry.call_flat(arg_leaves, values)
+            with jax.named_scope(name):  # names the operations, also when the fast path inlines `run`
+                return entry.call_flat(arg_leaves, values)
+
+        if name is not None:  # `jax.jit` names the compiled module after the function: jit_<name>
+            run.__name__ = run.__qualname__ = name
 
         kwargs = dict(self._jit_kwargs)
         if self.donate_argnums:
@@ -86,6 +110,43 @@ class JittedFunction:
             # donated only when every dynamic argument is, else nothing is donated.
             kwargs["donate_argnums"] = (0,) if dynamic and all(i in donate for i in dynamic) else ()
         return Program(entry.states, entry.out_states, run, jax.jit(run, **kwargs))
+
+    def lower(self, *args: Any, **kwargs: Any) -> jax.stages.Lowered:
+        """This call's program lowered for XLA, like ``jax.jit(f).lower(...)``: inspect its HLO, or compile it.
+
+        The program takes ``(argument leaves, state values)``: the dynamic arguments, flattened, then the values
+        of the states the function touches (`stateful.get_states`), in that order. Nothing runs and no state
+        changes; the function is traced if this signature was not yet.
+
+        Example:
+          >>> s = sm.State(jnp.zeros(3), name="s")
+          >>> def step(x):
+          ...     s.value = s.value + jnp.sin(x)
+          ...     return s.value
+          >>> lowered = sm.transform.jit(step, name="step").lower(jnp.ones(3))
+          >>> "sine" in lowered.as_text(), "jit_step" in lowered.as_text(), s.value
+          (True, True, Array([0., 0., 0.], dtype=float32))
+          >>> compiled = lowered.compile()
+          >>> compiled([jnp.ones(3)], [jnp.zeros(3)])[1]
+          Array([0.84147096, 0.84147096, 0.84147096], dtype=float32)
+        """
+        sig = self.stateful.signature(args, kwargs)
+        program, states = self._resolve(sig, False)
+        exe: Any = program.exe  # the `jax.jit` of the program's `run`, with this jit's options
+        lowered: jax.stages.Lowered = exe.lower(sig.leaves, [peek(s) for s in states])
+        return lowered
+
+    def eval_shape(self, *args: Any, **kwargs: Any) -> Any:
+        """The shapes and dtypes of this call's result (`jax.ShapeDtypeStruct`s), without running it.
+
+        Like ``jax.jit(f).eval_shape(...)``; no state changes, and the trace is cached for later calls.
+
+        Example:
+          >>> w = sm.ParamState(jnp.ones((3, 2)), name="w")
+          >>> sm.transform.jit(lambda x: x @ w.value).eval_shape(jnp.ones((4, 3)))
+          ShapeDtypeStruct(shape=(4, 2), dtype=float32)
+        """
+        return out_shapes(self.stateful.trace(*args, **kwargs))
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         if obj is None:
@@ -100,6 +161,7 @@ class JittedFunction:
             spec.static_argnums,
             spec.static_argnames,
             shift_argnums(self.donate_argnums),
+            self.name,
             **self._jit_kwargs,
         )
 
@@ -116,6 +178,7 @@ def jit(
     static_argnums: int | Sequence[int] = (),
     static_argnames: str | Sequence[str] = (),
     donate_argnums: int | Sequence[int] = (),
+    name: str | None = None,
     **jit_kwargs: Any,
 ) -> JittedFunction: ...
 
@@ -126,6 +189,7 @@ def jit(
     static_argnums: int | Sequence[int] = (),
     static_argnames: str | Sequence[str] = (),
     donate_argnums: int | Sequence[int] = (),
+    name: str | None = None,
     **jit_kwargs: Any,
 ) -> Callable[[Callable[..., Any]], JittedFunction]: ...
 
@@ -135,6 +199,7 @@ def jit(
     static_argnums: int | Sequence[int] = (),
     static_argnames: str | Sequence[str] = (),
     donate_argnums: int | Sequence[int] = (),
+    name: str | None = None,
     **jit_kwargs: Any,
 ) -> JittedFunction | Callable[[Callable[..., Any]], JittedFunction]:
     """Compile a function that reads and writes states, like `jax.jit`.
@@ -147,10 +212,13 @@ def jit(
       fun: Function to compile; it may read and write `State`s it closes over (don't pass states as arguments).
       static_argnums / static_argnames: As in `jax.jit`.
       donate_argnums: As in `jax.jit` (donation applies when every dynamic argument is donated).
+      name: A name for the compiled program: its operations are placed under ``jax.named_scope(name)`` (shown
+        in profiles and HLO metadata) and `JittedFunction.lower` gives a module named ``jit_<name>``.
       **jit_kwargs: Forwarded to `jax.jit` (e.g. ``keep_unused``, ``device``).
 
     Returns:
-      A `JittedFunction`; also usable as a decorator with or without arguments, and on methods.
+      A `JittedFunction`; also usable as a decorator with or without arguments, and on methods. Its
+      `~JittedFunction.lower` and `~JittedFunction.eval_shape` methods work as those of `jax.jit`'s result.
 
     Example:
       >>> count = sm.ShortTermState(jnp.array(0), name="count")
@@ -169,6 +237,7 @@ def jit(
             static_argnums=static_argnums,
             static_argnames=static_argnames,
             donate_argnums=donate_argnums,
+            name=name,
             **jit_kwargs,
         )
-    return JittedFunction(fun, static_argnums, static_argnames, donate_argnums, **jit_kwargs)
+    return JittedFunction(fun, static_argnums, static_argnames, donate_argnums, name, **jit_kwargs)

@@ -1,4 +1,5 @@
-"""`scan`, `for_loop` and `while_loop`: `jax.lax` loops whose bodies read and write states.
+"""`scan`, `for_loop`, `checkpointed_scan`, `while_loop` and `bounded_while_loop`: `jax.lax` loops whose
+bodies read and write states.
 
 The body is traced once per signature (carry and one slice of `xs`). The states it writes join the carry;
 the states it only reads enter as loop-invariant inputs. As in `jax.lax`, a weakly typed carry leaf (a
@@ -6,11 +7,16 @@ Python scalar in `init`) is promoted once to the type the body returns for it, w
 
 The `jax.lax` call itself runs in a module-level runner keyed on a hashable `Plan` (traced entry and loop
 options): called eagerly it goes through one `jax.jit` of that runner, so warm calls reuse one executable;
-under a JAX trace it is inlined.
+under a JAX trace it is inlined. `checkpointed_scan` is `scan` with the body under `jax.checkpoint`;
+`bounded_while_loop` is `while_loop`'s traced body and condition run by nested scans of `jax.lax.cond`s.
+
+Under `jax.disable_jit()` the loops run the Python body eagerly, one iteration at a time, as `jax.lax`'s loops
+do (`_scan_eager`, `_while_eager`); the writes are committed when the loop ends, so an error keeps every state.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +26,7 @@ import numpy as np
 
 from .._errors import ArgumentError, ControlFlowError, describe_state, message, short_aval
 from .._state import read_values, write_back
+from .._trace import StateTrace
 from ._arguments import shape_struct
 from ._control import (
     FlatTraced,
@@ -29,14 +36,14 @@ from ._control import (
     call_plan,
     check_callable,
     flatten_checked,
+    leaf_names,
     same_type,
     state_type_error,
     stateful,
 )
-from ._make_jaxpr import StatefulFunction
-from ._progress_bar import make_progress_bar
+from ._progress_bar import ProgressBar, make_progress_bar
 
-__all__ = ["scan", "for_loop", "while_loop"]
+__all__ = ["scan", "for_loop", "checkpointed_scan", "while_loop", "bounded_while_loop"]
 
 _STATE_FIX = (
     "write values of the state's shape and dtype inside the loop (e.g. cast with .astype), or give the "
@@ -153,26 +160,67 @@ def _split_pair(ft: FlatTraced, who: str) -> tuple[list[int], Any, list[int], An
     return c_leaves, c_tree, y_leaves, y_tree
 
 
-def _run_scan(
-    who: str,
-    sf: StatefulFunction,
-    init: Any,
-    xs: Any,
-    length: Any,
-    reverse: bool,
-    unroll: int | bool,
-    progress_bar: Any,
-    star: bool,
-) -> Any:
-    """Shared by `scan` (``f(carry, x) -> (carry, y)``) and `for_loop` (``f(*x) -> y``, ``star=True``)."""
-    init_leaves, init_tree, init_names = flatten_checked(init, who, "init")
-    xs_leaves, xs_tree, xs_names = flatten_checked(xs, who, "xs")
-    xs_avals = abstract_leaves(xs_leaves)
-    n = _scan_length(xs_avals, xs_names, length, who)
-    bar = make_progress_bar(progress_bar, n, who)
-    x_abstract = jax.tree_util.tree_unflatten(
-        xs_tree, [shape_struct(a.shape[1:], a.dtype, a.weak_type) for a in xs_avals]
-    )
+@dataclasses.dataclass(frozen=True)
+class _ScanOptions:
+    """The loop options of one `scan` (part of its plan): `remat` puts the body under `jax.checkpoint`."""
+
+    reverse: bool = False
+    unroll: int | bool = 1
+    remat: bool = False
+    policy: Callable[..., bool] | None = None
+
+
+def _disable_jit() -> bool:
+    """True inside ``jax.disable_jit()``: loops then run their Python body eagerly, as `jax.lax`'s do."""
+    return bool(jax.config.jax_disable_jit)  # type: ignore[attr-defined]
+
+
+def _scan_eager(who: str, f: Callable[..., Any], init: Any, xs: Any, n: int, opts: _ScanOptions, bar: Any) -> Any:
+    """`jax.lax.scan` under `jax.disable_jit()`: a Python loop over the slices of `xs`, the body run as is.
+
+    A hook-less frame holds the writes; they are committed when the loop ends (after an error, every state
+    keeps its value). Returns ``(carry, ys)``; `init` is None for `for_loop` (``f(*x)``, carry unused).
+    """
+    star = init is _NO_CARRY
+    carry, ys = init, []
+    xs_leaves, xs_tree = jax.tree_util.tree_flatten(xs)
+    order = range(n - 1, -1, -1) if opts.reverse else range(n)
+    with StateTrace(name=who) as frame:
+        for k, i in enumerate(order):
+            x = jax.tree_util.tree_unflatten(xs_tree, [leaf[i] for leaf in xs_leaves])
+            if star:
+                y = f(*x)
+            else:
+                out = f(carry, x)
+                if not isinstance(out, (tuple, list)) or len(out) != 2:
+                    raise ControlFlowError(
+                        message(
+                            who,
+                            "f must return a pair (carry, y)",
+                            "a tuple (new_carry, y)",
+                            type(out).__name__,
+                            "return (carry, y); use y=None when there is nothing to stack",
+                        )
+                    )
+                carry, y = out
+            ys.append(y)
+            if bar is not None:
+                bar.step(k)
+    frame.commit()
+    if opts.reverse:
+        ys.reverse()
+    return carry, jax.tree_util.tree_map(lambda *y: jnp.stack(y), *ys)
+
+
+_NO_CARRY: Any = object()  # `for_loop`'s marker for "no carry" (`f(*x) -> y`)
+
+
+def _trace_scan(
+    who: str, f: Callable[..., Any], init_leaves: list[Any], init_tree: Any, x_abstract: Any, star: bool
+) -> tuple[FlatTraced, list[int], list[int], Any]:
+    """Trace `f` for the carry `init_leaves` (promoted in place like `jax.lax`): (traced, carry positions,
+    y positions, y treedef); `f(carry, x) -> (carry, y)`, or with `star` ``f(*x) -> y``."""
+    sf = stateful(f, who)
 
     def trace(avals: list[Any]) -> tuple[FlatTraced, list[int], list[int], Any]:
         if star:
@@ -197,13 +245,33 @@ def _run_scan(
     if _promote_weak(init_leaves, avals, [ft.result_avals[p] for p in c_pos]):
         avals = abstract_leaves(init_leaves)
         ft, c_pos, y_pos, y_tree = trace(avals)
-    _check_carry(who, "f", init_names, avals, [ft.result_avals[p] for p in c_pos], ft)
+    names = leaf_names(init_tree, "init")
+    _check_carry(who, "f", names, avals, [ft.result_avals[p] for p in c_pos], ft)
+    return ft, c_pos, y_pos, y_tree
 
+
+def _run_scan(
+    who: str, f: Callable[..., Any], init: Any, xs: Any, length: Any, opts: _ScanOptions, bars: tuple[Any, Any]
+) -> Any:
+    """Shared by `scan`, `checkpointed_scan` (``f(carry, x) -> (carry, y)``) and `for_loop` (``f(*x) -> y``,
+    `init` is `_NO_CARRY`). `bars` is ``(progress_bar, pbar)``. Returns ``(carry, ys)``."""
+    star = init is _NO_CARRY
+    init_leaves, init_tree, _ = flatten_checked(None if star else init, who, "init")
+    xs_leaves, xs_tree, xs_names = flatten_checked(xs, who, "xs")
+    xs_avals = abstract_leaves(xs_leaves)
+    n = _scan_length(xs_avals, xs_names, length, who)
+    bar = make_progress_bar(bars[0], n, who, bars[1])
+    if n > 0 and _disable_jit():
+        return _scan_eager(who, f, init, xs, n, opts, bar)
+    x_abstract = jax.tree_util.tree_unflatten(
+        xs_tree, [shape_struct(a.shape[1:], a.dtype, a.weak_type) for a in xs_avals]
+    )
+    ft, c_pos, y_pos, y_tree = _trace_scan(who, f, init_leaves, init_tree, x_abstract, star)
     e = ft.entry
-    plan = Plan((e, star, n, reverse, unroll, bar), e.cacheable, (ft, c_pos, y_pos))
-    carried = list(ft.entry.out_states)
-    invariant = [i for i, w in enumerate(ft.entry.written) if not w]
-    leaves = [jax.tree_util.tree_leaves(v) for v in read_values(ft.entry.states)]
+    plan = Plan((e, star, n, opts, bar), e.cacheable, (ft, c_pos, y_pos))
+    carried = list(e.out_states)
+    invariant = [i for i, w in enumerate(e.written) if not w]
+    leaves = [jax.tree_util.tree_leaves(v) for v in read_values(e.states)]
     c_final, s_final, ys = call_plan(
         _scan_runner,
         _scan_jitted,
@@ -213,23 +281,27 @@ def _run_scan(
         [leaves[i] for i in invariant],
         xs_leaves,
     )
-    treedefs = ft.entry.state_treedefs
-    new_values = [jax.tree_util.tree_unflatten(treedefs[i], s_final[j]) for j, i in enumerate(carried)]
-    write_back(ft.entry.states, dict(zip(carried, new_values, strict=True)), who)
-    ys_tree = jax.tree_util.tree_unflatten(y_tree, ys)
-    if star:
-        return ys_tree
-    return jax.tree_util.tree_unflatten(init_tree, c_final), ys_tree
+    new_values = [jax.tree_util.tree_unflatten(e.state_treedefs[i], s_final[j]) for j, i in enumerate(carried)]
+    write_back(e.states, dict(zip(carried, new_values, strict=True)), who)
+    carry = None if star else jax.tree_util.tree_unflatten(init_tree, c_final)
+    return carry, jax.tree_util.tree_unflatten(y_tree, ys)
 
 
 def _scan_runner(
     plan: Plan, init_leaves: list[Any], carried_leaves: list[Any], inv_leaves: list[Any], xs_leaves: list[Any]
 ) -> tuple[list[Any], list[Any], list[Any]]:
     ft, c_pos, y_pos = plan.data
-    _, star, n, reverse, unroll, bar = plan.key
+    _, star, n, opts, bar = plan.key
     carried = ft.entry.out_states
     invariant = [i for i, w in enumerate(ft.entry.written) if not w]
     n_states = len(ft.entry.states)
+
+    def run(args: list[Any], state_leaves: list[Any]) -> tuple[list[Any], list[Any]]:
+        res, new = ft(args, state_leaves)
+        return res, new
+
+    if opts.remat:  # prevent_cse=False: a scan body does not need it (see jax.checkpoint)
+        run = jax.checkpoint(run, prevent_cse=False, policy=opts.policy)
 
     def body(carry: tuple[Any, ...], x: list[Any]) -> tuple[tuple[Any, ...], list[Any]]:
         c, s_carried, count = carry
@@ -238,7 +310,7 @@ def _scan_runner(
             state_leaves[i] = s_carried[j]
         for j, i in enumerate(invariant):
             state_leaves[i] = inv_leaves[j]  # closed over: a loop-invariant input of jax.lax.scan
-        res, new = ft(list(c) + list(x), state_leaves)
+        res, new = run(list(c) + list(x), state_leaves)
         if bar is not None:
             bar.step(count)
             count = count + 1
@@ -246,7 +318,9 @@ def _scan_runner(
 
     counter = None if bar is None else jnp.zeros((), jnp.int32)
     carry0 = (init_leaves, carried_leaves, counter)
-    (c_final, s_final, _), ys = jax.lax.scan(body, carry0, xs_leaves, length=n, reverse=reverse, unroll=unroll)
+    (c_final, s_final, _), ys = jax.lax.scan(
+        body, carry0, xs_leaves, length=n, reverse=opts.reverse, unroll=opts.unroll
+    )
     return c_final, s_final, ys
 
 
@@ -254,6 +328,9 @@ _scan_jitted = jax.jit(_scan_runner, static_argnums=(0,))
 
 
 # -- public -------------------------------------------------------------------------------------------------
+_Pbar = ProgressBar | int | None
+
+
 def scan(
     f: Callable[..., Any],
     init: Any,
@@ -262,13 +339,16 @@ def scan(
     reverse: bool = False,
     unroll: int | bool = 1,
     progress_bar: bool | int = False,
+    *,
+    pbar: _Pbar = None,
 ) -> tuple[Any, Any]:
     """Loop `f` over the leading axis of `xs` carrying a value, like `jax.lax.scan`, with states.
 
     `f(carry, x)` returns ``(new_carry, y)``; `scan` returns the final carry and the `y`s stacked. `f` may
     read and write `State`s it closes over: written states are carried from one iteration to the next (and
     written back at the end), read-only states are loop-invariant inputs. A `RandomState` drawn from inside
-    `f` advances every iteration, so each iteration gets new numbers. `f` runs once per signature.
+    `f` advances every iteration, so each iteration gets new numbers. `f` runs once per signature; under
+    `jax.disable_jit()` it runs eagerly once per iteration instead, as in `jax.lax.scan`.
 
     Args:
       f: ``f(carry, x) -> (carry, y)``.
@@ -279,6 +359,7 @@ def scan(
       unroll: As in `jax.lax.scan`.
       progress_bar: True for a tqdm bar updated about 100 times, or an int to update it every that many
         iterations (needs tqdm).
+      pbar: A `ProgressBar` (or an int: its update frequency), instead of `progress_bar`.
 
     Returns:
       ``(final_carry, stacked_ys)``.
@@ -287,6 +368,7 @@ def scan(
       ControlFlowError: leaves of `xs` of different lengths (naming the leaf), a carry or written state
         whose type changes in one iteration, or `f` not returning a pair.
       StateArgumentError: `init` or `xs` contains a `State`.
+      ArgumentError: both `progress_bar` and `pbar` are given, or either is invalid.
 
     Example:
       >>> total = sm.State(jnp.zeros(()), name="total")
@@ -300,7 +382,52 @@ def scan(
     """
     who = "scan"
     check_callable(f, who, "f")
-    carry, ys = _run_scan(who, stateful(f, who), init, xs, length, reverse, unroll, progress_bar, star=False)
+    opts = _ScanOptions(bool(reverse), unroll)
+    carry, ys = _run_scan(who, f, init, xs, length, opts, (progress_bar, pbar))
+    return carry, ys
+
+
+def checkpointed_scan(
+    f: Callable[..., Any],
+    init: Any,
+    xs: Any,
+    length: int | None = None,
+    *,
+    reverse: bool = False,
+    unroll: int | bool = 1,
+    policy: Callable[..., bool] | None = None,
+    progress_bar: bool | int = False,
+    pbar: _Pbar = None,
+) -> tuple[Any, Any]:
+    """`scan` whose body is rematerialised under differentiation: `jax.checkpoint` of the body, per iteration.
+
+    Same results and state handling as `scan`. Under `grad`, each iteration stores only its carry (and the
+    states it carries) instead of every intermediate of `f`, and recomputes those in the backward pass:
+    memory of one iteration's intermediates instead of all of them, for one more forward pass.
+
+    Args:
+      f / init / xs / length / reverse / unroll / progress_bar / pbar: As in `scan`.
+      policy: A `jax.checkpoint_policies` policy choosing intermediates that may be saved anyway.
+
+    Returns:
+      ``(final_carry, stacked_ys)``.
+
+    Example:
+      >>> w = sm.ParamState(jnp.array(0.5), name="w")
+      >>> def loss(xs):
+      ...     step = lambda h, x: (jnp.tanh(w.value * h + x), None)
+      ...     return sm.transform.checkpointed_scan(step, 0.0, xs)[0]
+      >>> g_remat = sm.transform.grad(loss, grad_states=w)(jnp.arange(3.0))
+      >>> g_plain = sm.transform.grad(
+      ...     lambda xs: sm.transform.scan(lambda h, x: (jnp.tanh(w.value * h + x), None), 0.0, xs)[0],
+      ...     grad_states=w)(jnp.arange(3.0))
+      >>> bool(jnp.allclose(g_remat, g_plain))
+      True
+    """
+    who = "checkpointed_scan"
+    check_callable(f, who, "f")
+    opts = _ScanOptions(bool(reverse), unroll, True, policy)
+    carry, ys = _run_scan(who, f, init, xs, length, opts, (progress_bar, pbar))
     return carry, ys
 
 
@@ -311,6 +438,7 @@ def for_loop(
     reverse: bool = False,
     unroll: int | bool = 1,
     progress_bar: bool | int = False,
+    pbar: _Pbar = None,
 ) -> Any:
     """Call `f(*x_i)` for each slice ``x_i`` of `xs` along axis 0, in order, and stack the outputs.
 
@@ -319,7 +447,7 @@ def for_loop(
     Args:
       f: Function of one slice of each of `xs`.
       *xs: Pytrees of arrays with the same leading axis size.
-      length / reverse / unroll / progress_bar: As in `scan`.
+      length / reverse / unroll / progress_bar / pbar: As in `scan`.
 
     Returns:
       The outputs of `f`, stacked along a new axis 0.
@@ -334,7 +462,7 @@ def for_loop(
     """
     who = "for_loop"
     check_callable(f, who, "f")
-    return _run_scan(who, stateful(f, who), None, xs, length, reverse, unroll, progress_bar, star=True)
+    return _run_scan(who, f, _NO_CARRY, xs, length, _ScanOptions(bool(reverse), unroll), (progress_bar, pbar))[1]
 
 
 def _check_cond(cnd: FlatTraced, who: str) -> None:
@@ -362,36 +490,34 @@ def _check_cond(cnd: FlatTraced, who: str) -> None:
         )
 
 
-def while_loop(cond_fun: Callable[..., Any], body_fun: Callable[..., Any], init_val: Any) -> Any:
-    """Run ``val = body_fun(val)`` while ``cond_fun(val)``, like `jax.lax.while_loop`, with states.
+def _while_eager(
+    who: str, cond_fun: Callable[..., Any], body_fun: Callable[..., Any], init_val: Any, bound: Any
+) -> Any:
+    """`jax.lax.while_loop` under `jax.disable_jit()`: a Python loop (at most ``bound[0]`` steps if given).
 
-    `body_fun` may read and write states (written ones are carried); `cond_fun` may read states, including
-    those `body_fun` writes, but must not write any.
-
-    Args:
-      cond_fun: ``cond_fun(val) -> scalar bool``.
-      body_fun: ``body_fun(val) -> val`` (same structure and types).
-      init_val: Initial value (pytree of arrays, no states).
-
-    Returns:
-      The final value.
-
-    Raises:
-      ControlFlowError: `cond_fun` writes a state or does not return a scalar boolean, or the carry or a
-        written state changes type in one iteration.
-
-    Example:
-      >>> n = sm.State(jnp.array(0), name="n")
-      >>> def body(x):
-      ...     n.value = n.value + 1
-      ...     return x * 2.0
-      >>> sm.transform.while_loop(lambda x: x < 100.0, body, 3.0), n.value
-      (Array(192., dtype=float32, weak_type=True), Array(6, dtype=int32, weak_type=True))
+    Returns `_NOT_EAGER` when Python cannot read the condition (a traced value, e.g. under `vmap2`): the
+    loop then runs traced. Writes are committed when the loop ends (after an error, every state is kept).
     """
-    who = "while_loop"
-    check_callable(cond_fun, who, "cond_fun")
-    check_callable(body_fun, who, "body_fun")
-    leaves, tree, names = flatten_checked(init_val, who, "init_val")
+    val = jax.tree_util.tree_map(jnp.asarray, init_val)
+    steps = 0
+    with StateTrace(name=who) as frame:
+        try:
+            while (bound is None or steps < bound[0]) and bool(cond_fun(val)):
+                val = jax.tree_util.tree_map(jnp.asarray, body_fun(val))
+                steps += 1
+        except jax.errors.ConcretizationTypeError:
+            return _NOT_EAGER
+    frame.commit()
+    return val
+
+
+_NOT_EAGER: Any = object()
+
+
+def _trace_while(
+    who: str, cond_fun: Callable[..., Any], body_fun: Callable[..., Any], leaves: list[Any], tree: Any
+) -> tuple[FlatTraced, FlatTraced]:
+    """Trace `body_fun` (promoting `leaves` in place like `jax.lax`) and `cond_fun`; check carry and condition."""
     body_sf, cond_sf = stateful(body_fun, who), stateful(cond_fun, who)
 
     def trace_body(avals: list[Any]) -> FlatTraced:
@@ -413,19 +539,32 @@ def while_loop(cond_fun: Callable[..., Any], body_fun: Callable[..., Any], init_
     if _promote_weak(leaves, avals, body.result_avals):
         avals = abstract_leaves(leaves)
         body = trace_body(avals)
-    _check_carry(who, "body_fun", names, avals, body.result_avals, body)
+    _check_carry(who, "body_fun", leaf_names(tree, "init_val"), avals, body.result_avals, body)
     cnd = FlatTraced(cond_sf.trace(jax.tree_util.tree_unflatten(tree, avals)))
     _check_cond(cnd, who)
+    return body, cnd
 
+
+def _run_while(who: str, cond_fun: Callable[..., Any], body_fun: Callable[..., Any], init_val: Any, bound: Any) -> Any:
+    """Shared by `while_loop` (`bound` None) and `bounded_while_loop` (``bound=(max_steps, base)``)."""
+    check_callable(cond_fun, who, "cond_fun")
+    check_callable(body_fun, who, "body_fun")
+    leaves, tree, _ = flatten_checked(init_val, who, "init_val")
+    if _disable_jit():
+        out = _while_eager(who, cond_fun, body_fun, init_val, bound)
+        if out is not _NOT_EAGER:
+            return out
+    body, cnd = _trace_while(who, cond_fun, body_fun, leaves, tree)
     union = StateUnion([body, cnd])
     carried = union.written
     invariant = [p for p in range(len(union.states)) if p not in set(carried)]
     state_leaves = union.values_to_leaves(read_values(union.states))
     cacheable = body.entry.cacheable and cnd.entry.cacheable
-    plan = Plan((body.entry, cnd.entry), cacheable, (body, cnd, union, invariant))
+    plan = Plan((body.entry, cnd.entry, bound), cacheable, (body, cnd, union, invariant))
+    runner, jitted = (_while_runner, _while_jitted) if bound is None else (_bounded_runner, _bounded_jitted)
     c_final, s_final = call_plan(
-        _while_runner,
-        _while_jitted,
+        runner,
+        jitted,
         plan,
         leaves,
         [state_leaves[p] for p in carried],
@@ -435,7 +574,90 @@ def while_loop(cond_fun: Callable[..., Any], body_fun: Callable[..., Any], init_
     return jax.tree_util.tree_unflatten(tree, c_final)
 
 
-def _while_runner(plan: Plan, leaves: list[Any], carried_leaves: list[Any], inv_leaves: list[Any]) -> tuple[Any, ...]:
+def while_loop(cond_fun: Callable[..., Any], body_fun: Callable[..., Any], init_val: Any) -> Any:
+    """Run ``val = body_fun(val)`` while ``cond_fun(val)``, like `jax.lax.while_loop`, with states.
+
+    `body_fun` may read and write states (written ones are carried); `cond_fun` may read states, including
+    those `body_fun` writes, but must not write any. Under `jax.disable_jit()` the loop runs in Python, as
+    `jax.lax.while_loop` does.
+
+    Args:
+      cond_fun: ``cond_fun(val) -> scalar bool``.
+      body_fun: ``body_fun(val) -> val`` (same structure and types).
+      init_val: Initial value (pytree of arrays, no states).
+
+    Returns:
+      The final value.
+
+    Raises:
+      ControlFlowError: `cond_fun` writes a state or does not return a scalar boolean, or the carry or a
+        written state changes type in one iteration.
+
+    Example:
+      >>> n = sm.State(jnp.array(0), name="n")
+      >>> def body(x):
+      ...     n.value = n.value + 1
+      ...     return x * 2.0
+      >>> sm.transform.while_loop(lambda x: x < 100.0, body, 3.0), n.value
+      (Array(192., dtype=float32, weak_type=True), Array(6, dtype=int32, weak_type=True))
+    """
+    return _run_while("while_loop", cond_fun, body_fun, init_val, None)
+
+
+def bounded_while_loop(
+    cond_fun: Callable[..., Any], body_fun: Callable[..., Any], init_val: Any, *, max_steps: int, base: int = 16
+) -> Any:
+    """`while_loop` stopping after at most `max_steps` iterations, and differentiable in reverse mode.
+
+    Runs ``val = body_fun(val)`` while ``cond_fun(val)``, but never more than `max_steps` times. It is built
+    of `jax.lax.scan`s of `jax.lax.cond` (no `jax.lax.while_loop`), so `grad` can differentiate it. The
+    `max_steps` iterations are grouped in nested scans of `base` iterations; each group is rematerialised
+    (`jax.checkpoint`) and skipped once the loop is done, so memory under `grad` grows like
+    ``base * log_base(max_steps)`` iterations and the run time after the loop ends stays small. States are
+    handled as in `while_loop`: only the iterations that run write them.
+
+    Args:
+      cond_fun: ``cond_fun(val) -> scalar bool``; may read states, must not write any.
+      body_fun: ``body_fun(val) -> val`` (same structure and types).
+      init_val: Initial value (pytree of arrays, no states).
+      max_steps: The most iterations to run (an int >= 0).
+      base: Iterations per nested scan (an int >= 2): larger compiles faster, smaller saves memory.
+
+    Returns:
+      The final value, as `while_loop` would give when it stops within `max_steps` iterations.
+
+    Raises:
+      ArgumentError: `max_steps` or `base` is not a valid int.
+      ControlFlowError: as `while_loop`.
+
+    Example:
+      >>> n = sm.State(jnp.array(0), name="n")
+      >>> def body(x):
+      ...     n.value = n.value + 1
+      ...     return x * 2.0
+      >>> sm.transform.bounded_while_loop(lambda x: x < 100.0, body, 3.0, max_steps=4), n.value
+      (Array(48., dtype=float32, weak_type=True), Array(4, dtype=int32, weak_type=True))
+      >>> sm.transform.grad(lambda x: sm.transform.bounded_while_loop(lambda v: v < 10.0, lambda v: v * x, 1.0,
+      ...                                                          max_steps=100))(3.0)
+      Array(27., dtype=float32, weak_type=True)
+    """
+    who = "bounded_while_loop"
+    for what, x, low in (("max_steps", max_steps, 0), ("base", base, 2)):
+        if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < low:
+            raise ArgumentError(
+                message(
+                    who,
+                    f"{what} is not an int >= {low}",
+                    f"a Python int >= {low}",
+                    f"{type(x).__name__} {x!r:.40}",
+                    f"pass e.g. {what}={max(low, 16)}",
+                )
+            )
+    return _run_while(who, cond_fun, body_fun, init_val, (int(max_steps), int(base)))
+
+
+def _while_pures(plan: Plan, inv_leaves: list[Any]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """(cond, body) of a while plan as pure functions of the carry ``(value leaves, carried state leaves)``."""
     body, cnd, union, invariant = plan.data
     carried = union.written
     to_carry = [union.writes[0][p] for p in carried]
@@ -445,7 +667,7 @@ def _while_runner(plan: Plan, leaves: list[Any], carried_leaves: list[Any], inv_
         for j, p in enumerate(carried):
             out[p] = s_carried[j]
         for j, p in enumerate(invariant):
-            out[p] = inv_leaves[j]  # closed over: a loop-invariant input of jax.lax.while_loop
+            out[p] = inv_leaves[j]  # closed over: a loop-invariant input of the loop
         return out
 
     def cond_pure(carry: tuple[Any, ...]) -> Any:
@@ -458,7 +680,55 @@ def _while_runner(plan: Plan, leaves: list[Any], carried_leaves: list[Any], inv_
         res, new = body(c, union.gather(0, by_position(s_carried)))
         return res, [new[j] for j in to_carry]
 
+    return cond_pure, body_pure
+
+
+def _while_runner(plan: Plan, leaves: list[Any], carried_leaves: list[Any], inv_leaves: list[Any]) -> tuple[Any, ...]:
+    cond_pure, body_pure = _while_pures(plan, inv_leaves)
     return jax.lax.while_loop(cond_pure, body_pure, (leaves, carried_leaves))
 
 
 _while_jitted = jax.jit(_while_runner, static_argnums=(0,))
+
+
+def _bounded_runner(plan: Plan, leaves: list[Any], carried_leaves: list[Any], inv_leaves: list[Any]) -> Any:
+    """At most `max_steps` iterations as nested scans: ``base**k`` iterations per group at level k.
+
+    The carry is ``(value, alive, step)``; `alive` turns False at the first false condition, after which
+    every iteration (and every whole group, through a `jax.lax.cond`) passes the carry through unchanged.
+    """
+    cond_pure, body_pure = _while_pures(plan, inv_leaves)
+    max_steps, base = plan.key[-1]
+
+    def running(carry: tuple[Any, ...]) -> Any:
+        _, alive, i = carry
+        return alive & (i < max_steps)
+
+    def step(carry: tuple[Any, ...]) -> tuple[Any, ...]:
+        val, _, i = carry
+        go = running(carry) & cond_pure(val)
+        return jax.lax.cond(go, body_pure, lambda v: v, val), go, i + 1
+
+    def group(span: int) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+        """Runs `span` iterations (a power of `base`), skipped as a whole when the loop is done."""
+        if span == 1:
+            return step
+        inner = jax.checkpoint(group(span // base), prevent_cse=False)
+
+        def run(carry: tuple[Any, ...]) -> tuple[Any, ...]:
+            one = lambda c, _: (jax.lax.cond(running(c), inner, lambda c: c, c), None)  # noqa: E731
+            return jax.lax.scan(one, carry, None, length=base)[0]
+
+        return run
+
+    span = 1
+    while span * base < max_steps:
+        span *= base
+    inner = group(span)
+    carry0 = ((leaves, carried_leaves), jnp.ones((), jnp.bool_), jnp.zeros((), jnp.int32))
+    top = -(-max_steps // span)  # ceil: groups of `span` iterations covering max_steps
+    (out, _, _), _ = jax.lax.scan(lambda c, _: (inner(c), None), carry0, None, length=top)
+    return out
+
+
+_bounded_jitted = jax.jit(_bounded_runner, static_argnums=(0,))

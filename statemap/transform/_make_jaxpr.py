@@ -24,7 +24,15 @@ import jax
 from jax.extend import core as jex_core
 
 from .. import _compat
-from .._errors import StateArgumentError, StatemapError, describe_state, message, without_jax_note
+from .._errors import (
+    StateArgumentError,
+    StatemapError,
+    describe_state,
+    message,
+    short_aval,
+    tree_aval,
+    without_jax_note,
+)
 from .._state import State, generation, mark_dead, peek, read_values, write_back
 from .._trace import StateTrace, catch_new_states
 from ._arguments import ArgSpec, CallSignature, shape_struct, value_signature
@@ -136,6 +144,12 @@ def _check_no_state(tree: Any, who: str, what: str) -> None:
                     "return `s.value` instead of the state itself",
                 )
             )
+
+
+def _sig_str(sig: tuple[Any, ...]) -> str:
+    """``f32[2]`` (one leaf) or ``{f32[2], i32[]}``: a state's `value_signature` as messages show types."""
+    parts = [short_aval(shape_struct(shape, dtype)) for shape, dtype, _ in sig]
+    return parts[0] if len(parts) == 1 else "{" + ", ".join(parts) + "}"
 
 
 def default_state_aval(state: State, leaf: Any) -> Any:
@@ -335,7 +349,8 @@ class StatefulFunction:
         """Pure call: values of `get_states(...)` in order → (new values of the output states, result).
 
         Raises:
-          ValueError: `state_vals` does not have one value per state of `get_states(...)`.
+          ValueError: `state_vals` does not have one value per state of `get_states(...)`, or a value has
+            another pytree structure, shape or dtype than its state.
         """
         sig = self.signature(args, kwargs)
         entry = self.lookup(sig)
@@ -349,6 +364,18 @@ class StatefulFunction:
                     "pass [s.value for s in sf.get_states(*args)]",
                 )
             )
+        for i, (state, v) in enumerate(zip(entry.states, state_vals, strict=True)):
+            found = jax.tree_util.tree_structure(v), [a[:2] for a in value_signature(v)]
+            if found != (entry.state_treedefs[i], [a[:2] for a in entry.state_sigs[i]]):
+                raise ValueError(
+                    message(
+                        self.name,
+                        f"jaxpr_call got state_vals[{i}] of another type than {describe_state(state)}",
+                        f"{_sig_str(entry.state_sigs[i])}, the type the function was traced with",
+                        tree_aval(v),
+                        "pass one value per state, in the order of get_states(...), with the state's type",
+                    )
+                )
         return entry.call_flat(sig.leaves, state_vals)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
