@@ -22,6 +22,7 @@ __all__ = [
     "MappingRuntimeError",
     "ControlFlowError",
     "ConcreteValueError",
+    "SettingError",
 ]
 
 
@@ -131,6 +132,31 @@ class ConcreteValueError(StatemapError, TypeError):
       Traceback (most recent call last):
       ...
       statemap._errors.ConcreteValueError: vmap2: Python control flow used the value of a state, which is ...
+    """
+
+
+class SettingError(StatemapError, ValueError, TypeError):
+    """A `statemap.environ` setting is unknown, not set, or given a value it does not accept.
+
+    Also a `ValueError` and a `TypeError`, as for a bad keyword argument.
+
+    Example:
+      >>> sm.environ.get("dtt")
+      Traceback (most recent call last):
+      ...
+      statemap._errors.SettingError: environ.get: unknown setting 'dtt'
+      ...
+    """
+
+
+class NaNError(StatemapError, FloatingPointError):
+    """A NaN appeared in a differentiated input, the value or a gradient of ``grad(..., debug_nan=True)``.
+
+    Also a `FloatingPointError`, the error `jax.debug_nans` raises.
+
+    Example:
+      >>> issubclass(sm.NaNError, sm.StatemapError), issubclass(sm.NaNError, FloatingPointError)
+      (True, True)
     """
 
 

@@ -323,6 +323,95 @@ class State:
         new._place(len(_CONTEXT.stack))
         return new
 
+    def replace(self, value: Any, **metadata: Any) -> State:
+        """A new state of the same type, name, tags and metadata holding `value`; this state is unchanged.
+
+        As `copy` (a new identity: transforms see two states), but created with `value` like ``State(value)``: it
+        counts as a new state for `catch_new_states` and for cached traces, and a subclass checks the value
+        (`HiddenState` takes arrays only). Use ``state.value = value`` to change the state itself.
+
+        Args:
+          value: The new state's value (a `State` gives its value).
+          **metadata: Changes to the copied metadata: ``name=``, ``tag=`` (replaces the tags), or any other
+            attribute.
+        Returns:
+          The new state.
+
+        Example:
+          >>> a = sm.ParamState(jnp.zeros(2), name="w", tag="fast")
+          >>> b = a.replace(jnp.ones(3))
+          >>> b, b.tag, a
+          (ParamState(name='w', value=f32[3]), {'fast'}, ParamState(name='w', value=f32[2]))
+          >>> a.replace(1.0, name="v").name
+          'v'
+        """
+        if isinstance(value, State):
+            value = value.value
+        new = self.copy()
+        new._value = new._check_value(value)
+        new._dead = None
+        if "name" in metadata:
+            new._name = metadata.pop("name")
+        if "tag" in metadata:
+            tag = metadata.pop("tag")
+            new._tag = None
+            if tag is not None:
+                for t in [tag] if isinstance(tag, str) else tag:
+                    new.add_tag(t)
+        for key, val in metadata.items():
+            setattr(new, key, val)
+        for catcher in _CONTEXT.catchers:
+            catcher.add(new)
+        if not _CONTEXT.stack:
+            new_generation()
+        return new
+
+    def copy_from(self, other: State) -> None:
+        """Write the value of state `other` into this state (a read of `other`, a write of this state).
+
+        The two values must have the same pytree structure (the same containers and number of leaves); leaf
+        shapes and dtypes may differ, as for any write. Inside a transform this is recorded like
+        ``self.value = other.value``.
+
+        Raises:
+          StateArgumentError: `other` is not a `State`.
+          StateStructureError: the values' pytree structures differ; this state is unchanged.
+
+        Example:
+          >>> a, b = sm.State(jnp.zeros(2), name="a"), sm.State(jnp.ones(2), name="b")
+          >>> a.copy_from(b); a.value
+          Array([1., 1.], dtype=float32)
+          >>> a.copy_from(sm.State({"x": 1.0}, name="c"))
+          Traceback (most recent call last):
+          ...
+          statemap._errors.StateStructureError: State.copy_from: state 'a' (State, ...) cannot take the value of ...
+        """
+        if not isinstance(other, State):
+            raise StateArgumentError(
+                message(
+                    "State.copy_from",
+                    f"{describe_state(self)} was asked to copy from a {type(other).__name__}, not a State",
+                    "a State",
+                    f"{type(other).__name__} {other!r:.60}",
+                    "pass the state itself, or assign a value with `state.value = value`",
+                )
+            )
+        value = other.value
+        old: Any = jax.tree_util.tree_structure(value if self._dead is not None else peek(self))
+        new: Any = jax.tree_util.tree_structure(value)
+        if old != new:
+            raise StateStructureError(
+                message(
+                    "State.copy_from",
+                    f"{describe_state(self)} cannot take the value of {describe_state(other)}: their pytree "
+                    "structures differ",
+                    f"structure {old} (that of the target state)",
+                    f"structure {new} (that of the source state)",
+                    "copy between states of the same structure, or assign the value with `state.value = ...`",
+                )
+            )
+        self.value = value
+
     def __repr__(self) -> str:
         parts = []
         if self._name is not None:

@@ -8,7 +8,15 @@ import pytest
 
 import statemap as sm
 
-NAMESPACES = ["statemap", "statemap.transform", "statemap.random", "statemap.util.filter", "statemap.nn"]
+NAMESPACES = [
+    "statemap",
+    "statemap.transform",
+    "statemap.random",
+    "statemap.util.filter",
+    "statemap.nn",
+    "statemap.environ",
+    "statemap.typing",
+]
 
 
 def _public(namespace):

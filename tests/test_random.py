@@ -88,6 +88,50 @@ CASES = [
         {"method": "eigh"},
         lambda k: jr.multivariate_normal(k, jnp.ones(2), COV, method="eigh"),
     ),
+    ("chisquare", (3.0,), {"size": 4}, lambda k: jr.chisquare(k, 3.0, (4,))),
+    ("chisquare", ([1.0, 5.0],), {}, lambda k: jr.chisquare(k, jnp.array([1.0, 5.0]), (2,))),
+    ("chisquare", (2,), {"size": 2, "dtype": jnp.float16}, lambda k: jr.chisquare(k, 2.0, (2,), jnp.float16)),
+    ("power", (2.0,), {"size": 3}, lambda k: jr.uniform(k, (3,)) ** (1 / jnp.full(3, 2.0))),
+    ("power", ((0.5, 3),), {}, lambda k: jr.uniform(k, (2,)) ** (1 / jnp.array([0.5, 3.0]))),
+    ("standard_t", (4.0,), {"size": (2, 3)}, lambda k: jr.t(k, 4.0, (2, 3))),
+    ("standard_t", ([1, 10],), {}, lambda k: jr.t(k, jnp.array([1.0, 10.0]), (2,))),
+    ("triangular", (0.0, 0.3, 1.0), {"size": 5}, lambda k: jr.triangular(k, 0.0, 0.3, 1.0, (5,))),
+    ("triangular", ([0.0, 1.0], 1.5, 2), {}, lambda k: jr.triangular(k, jnp.array([0.0, 1.0]), 1.5, 2.0, (2,))),
+    ("rand_like", (X2,), {}, lambda k: jr.uniform(k, (2, 3))),
+    ("rand_like", ([1, 2],), {"dtype": jnp.float16}, lambda k: jr.uniform(k, (2,), jnp.float16)),
+    ("randn_like", (jnp.zeros(3, jnp.float16),), {}, lambda k: jr.normal(k, (3,), jnp.float16)),
+    ("randn_like", (jnp.arange(4),), {}, lambda k: jr.normal(k, (4,))),
+    ("randint_like", (jnp.zeros(4, jnp.int8), 2, 9), {}, lambda k: jr.randint(k, (4,), 2, 9, jnp.int8)),
+    ("randint_like", (X2, 5), {}, lambda k: jr.randint(k, (2, 3), 0, 5)),
+    ("randint_like", ([1, 2],), {"high": [3, 4]}, lambda k: jr.randint(k, (2,), 0, jnp.array([3, 4]))),
+    # Python lists and tuples where NumPy accepts array-likes
+    ("choice", ([1, 2, 3],), {}, lambda k: jr.choice(k, jnp.array([1, 2, 3]))),
+    (
+        "choice",
+        ((1.0, 2.0, 3.0),),
+        {"size": 4, "p": [0.5, 0.25, 0.25]},
+        lambda k: jr.choice(k, jnp.array([1.0, 2.0, 3.0]), (4,), True, jnp.array([0.5, 0.25, 0.25])),
+    ),
+    (
+        "multivariate_normal",
+        ([0.0, 1.0], [[2.0, 0.5], [0.5, 1.0]]),
+        {"size": (3,)},
+        lambda k: jr.multivariate_normal(k, jnp.array([0.0, 1.0]), COV, (3,)),
+    ),
+    (
+        "multivariate_normal",
+        ([0, 0], [[1, 0], [0, 1]]),
+        {},
+        lambda k: jr.multivariate_normal(k, jnp.zeros(2), jnp.eye(2)),
+    ),
+    ("permutation", ([4, 5, 6],), {}, lambda k: jr.permutation(k, jnp.array([4, 5, 6]))),
+    ("shuffle", ([[1, 2], [3, 4]],), {}, lambda k: jr.permutation(k, jnp.array([[1, 2], [3, 4]]), 0)),
+    ("categorical", ([0.0, 1.0, 2.0],), {}, lambda k: jr.categorical(k, jnp.array([0.0, 1.0, 2.0]))),
+    ("normal", ([0.0, 1.0], (1, 2)), {}, lambda k: jr.normal(k, (2,)) * jnp.array([1.0, 2.0]) + jnp.array([0, 1.0])),
+    ("gamma", ([1, 2],), {}, lambda k: jr.gamma(k, jnp.array([1.0, 2.0]))),
+    ("bernoulli", ([0, 1],), {}, lambda k: jr.bernoulli(k, jnp.array([0.0, 1.0]))),
+    ("poisson", ([1.0, 4.0],), {}, lambda k: jr.poisson(k, jnp.array([1.0, 4.0]))),
+    ("randint", ([0, 5], (3, 9)), {}, lambda k: jr.randint(k, (2,), jnp.array([0, 5]), jnp.array([3, 9]))),
 ]
 IDS = [f"{c[0]}-{i}" for i, c in enumerate(CASES)]
 
@@ -199,6 +243,17 @@ def test_seed_accepts_numpy_and_array_ints():
         (lambda r: r.categorical(jnp.zeros(3)), (), jnp.int32),
         (lambda r: r.categorical(jnp.zeros((4, 3)), axis=0), (3,), jnp.int32),
         (lambda r: r.multivariate_normal(jnp.zeros((4, 2)), COV), (4, 2), jnp.float32),
+        (lambda r: r.chisquare(2.0), (), jnp.float32),
+        (lambda r: r.chisquare(jnp.ones((2, 1)), size=(3, 2, 4)), (3, 2, 4), jnp.float32),
+        (lambda r: r.power([1.0, 2.0], size=(3, 2), dtype=jnp.float16), (3, 2), jnp.float16),
+        (lambda r: r.standard_t(jnp.ones(3)), (3,), jnp.float32),
+        (lambda r: r.triangular(0, jnp.full((2, 1), 0.5), jnp.ones(3)), (2, 3), jnp.float32),
+        (lambda r: r.rand_like(3.0), (), jnp.float32),
+        (lambda r: r.rand_like(jnp.zeros((2, 0)), dtype=jnp.float16), (2, 0), jnp.float16),
+        (lambda r: r.randn_like(jnp.zeros((2, 2), bool)), (2, 2), jnp.float32),
+        (lambda r: r.randint_like(jnp.zeros(3), 4), (3,), jnp.int32),
+        (lambda r: r.randint_like(jnp.zeros(3, jnp.int16), 4, dtype=jnp.int8), (3,), jnp.int8),
+        (lambda r: r.choice([[1, 2], [3, 4], [5, 6]], size=2), (2, 2), jnp.int32),
     ],
 )
 def test_shapes_and_dtypes(call, shape, dtype):
@@ -376,7 +431,30 @@ def test_bad_seed_raises_and_leaves_everything_unchanged(bad):
         (lambda r: r.bernoulli(1.5), ValueError, r"bernoulli: p is not a probability"),
         (lambda r: r.shuffle(3), TypeError, r"shuffle: x has no axis to shuffle"),
         (lambda r: r.multivariate_normal(jnp.zeros(2), COV, method="qr"), ValueError, "unknown method 'qr'"),
-        (lambda r: r.normal(key=3), TypeError, r"normal: key is not a PRNG key"),
+        (lambda r: r.normal(key=1.5), TypeError, r"normal: key is not a PRNG key[\s\S]*an int seed"),
+        (lambda r: r.normal(key=True), TypeError, r"normal: key is not a PRNG key"),
+        (lambda r: r.choice(["a", "b"]), TypeError, r"choice: a is not a number or an array of numbers"),
+        (lambda r: r.multivariate_normal([0.0, 1.0], [[1.0], [0.0, 1.0]]), TypeError, r"multivariate_normal: cov"),
+        (lambda r: r.normal(loc="x"), TypeError, r"normal: loc is not a number[\s\S]*found:    str 'x'"),
+        (
+            lambda r: r.chisquare(-1.0),
+            ValueError,
+            r"chisquare: df is out of range[\s\S]*expected: df > 0 \(in float32\)",
+        ),
+        (lambda r: r.standard_t([1.0, 0.0]), ValueError, r"standard_t: df is out of range[\s\S]*\[0.0, 1.0\]"),
+        (lambda r: r.power(0), ValueError, r"power: a is out of range"),
+        (lambda r: r.chisquare(2.0, dtype=jnp.int32), ValueError, r"chisquare: dtype is not a float dtype"),
+        (lambda r: r.chisquare(jnp.ones(3), size=2), ValueError, r"chisquare: df of shape \(3,\) does not"),
+        (lambda r: r.triangular(1.0, 0.0, 2.0), ValueError, r"triangular: the parameters are not ordered"),
+        (lambda r: r.triangular(0.0, [0.5, 3.0], 2.0), ValueError, r"left=0.0, mode=3.0, right=2.0 \(1 of 2"),
+        (lambda r: r.triangular(1.0, 1.0, 1.0), ValueError, r"left <= mode <= right and left < right"),
+        (lambda r: r.triangular(None, 0.0, 1.0), TypeError, r"triangular: left is not a number"),
+        (lambda r: r.rand_like(jnp.ones(2), dtype=jnp.int32), ValueError, r"rand_like: dtype is not a float"),
+        (lambda r: r.randn_like("abc"), TypeError, r"randn_like: input is not a number"),
+        (lambda r: r.randint_like(jnp.ones(2)), ValueError, r"randint_like: the range \[low, high\) is empty"),
+        (lambda r: r.randint_like(jnp.ones(2), 3, [1, 5]), ValueError, r"the range \[low, high\) is empty"),
+        (lambda r: r.randint_like(jnp.ones(2), jnp.zeros(3, int), 5), ValueError, r"randint_like: low of shape"),
+        (lambda r: r.randint(5, 5), ValueError, r"randint: the range \[low, high\) is empty"),
         (lambda r: r.normal(key=jnp.zeros(2)), TypeError, r"normal: key is not a PRNG key"),
         # errors raised by JAX itself also leave the key unchanged
         (lambda r: r.uniform(size=2, dtype=jnp.int32), ValueError, "must be a float dtype"),
@@ -513,7 +591,8 @@ def test_default_rng_and_set_key():
 def test_public_names():
     names = (
         "rand randn randint random uniform normal truncated_normal bernoulli choice permutation shuffle "
-        "exponential gamma beta poisson categorical multivariate_normal"
+        "exponential gamma beta poisson categorical multivariate_normal chisquare power standard_t triangular "
+        "rand_like randn_like randint_like"
     ).split()
     for name in names + ["seed_context"]:
         assert name in sm.random.__all__ and callable(getattr(sm.random, name))
@@ -540,3 +619,197 @@ def test_plain_jax_jit_draw_raises_and_leaves_default_unchanged():
     assert_no_tracer(sm.random.DEFAULT)
     k = jr.key(1)
     np.testing.assert_array_equal(jax.jit(lambda k: sm.random.rand(2, key=k))(k), jr.uniform(k, (2,)))
+
+
+# -- int seeds as keys, key data, restore_key, clone_rng -----------------------------------------------------
+@pytest.mark.parametrize("seed", [5, np.int64(5), jnp.array(5), -3])
+def test_int_seed_is_accepted_as_key(seed):
+    ref = jr.key(int(seed) % 2**32)
+    rng = sm.random.RandomState(0)
+    before = rng.value
+    assert_same(rng.normal(size=3, key=seed), jr.normal(ref, (3,)))
+    assert_same(sm.random.choice(4, size=2, key=seed), jr.choice(ref, 4, (2,)))
+    assert rng.value is before
+    assert_same_key(sm.random.RandomState(seed).value, ref)
+
+
+def test_traced_int_seed_as_key():
+    f = sm.transform.jit(lambda s: sm.random.rand(2, key=s))
+    np.testing.assert_array_equal(f(jnp.array(7)), jr.uniform(jr.key(7), (2,)))
+
+
+def test_get_key_data_reads_without_advancing():
+    rng = sm.random.RandomState(3)
+    data = sm.random.get_key_data(rng)
+    assert data.dtype == jnp.uint32 and data.shape == (2,)
+    np.testing.assert_array_equal(data, key_bits(jr.key(3)))
+    assert_same_key(rng.value, jr.key(3))
+    sm.random.seed(4)
+    np.testing.assert_array_equal(sm.random.get_key_data(), key_bits(jr.key(4)))
+    with pytest.raises(TypeError, match=r"get_key_data: rng is not a generator[\s\S]*found:    int 3"):
+        sm.random.get_key_data(3)
+
+
+@pytest.mark.parametrize("key", [lambda: jr.key(9), lambda: jr.key_data(jr.key(9)), lambda: 9, lambda: np.int32(9)])
+def test_restore_key_sets_a_given_key(key):
+    rng = sm.random.RandomState(0)
+    rng.restore_key(key())
+    assert_same_key(rng.value, jr.key(9))
+    sm.random.restore_key(key())
+    assert_same_key(sm.random.DEFAULT.value, jr.key(9))
+
+
+def test_restore_key_round_trip_through_key_data():
+    rng = sm.random.RandomState(0)
+    rng.rand(3)
+    data = sm.random.get_key_data(rng)
+    a = rng.normal(size=4)
+    rng.restore_key(data)
+    np.testing.assert_array_equal(rng.normal(size=4), a)
+
+
+def test_restore_key_without_a_key_uses_the_backup():
+    sm.random.DEFAULT.backup_key()
+    before = sm.random.get_key()
+    sm.random.rand(2)
+    sm.random.restore_key()
+    assert sm.random.get_key() is before
+    with pytest.raises(ValueError, match="no key was backed up"):
+        sm.random.restore_key()
+
+
+def test_restore_key_bad_key_leaves_the_key():
+    rng = sm.random.RandomState(0)
+    before = rng.value
+    with pytest.raises(TypeError, match="restore_key: seed_or_key is neither a seed nor a PRNG key"):
+        rng.restore_key(1.5)
+    assert rng.value is before
+
+
+def test_restore_key_inside_jit_is_written_back():
+    rng = sm.random.RandomState(0)
+    sm.transform.jit(lambda k: rng.restore_key(k))(jr.key(2))
+    assert_same_key(rng.value, jr.key(2))
+    assert_no_tracer(rng)
+
+
+def test_clone_rng_of_default_is_independent():
+    sm.random.seed(1)
+    c = sm.random.clone_rng()
+    new, used = split_ref(1)
+    assert isinstance(c, sm.random.RandomState) and c is not sm.random.DEFAULT
+    assert_same_key(c.value, used)
+    assert_same_key(sm.random.DEFAULT.value, new)  # the clone's key was split off: the streams differ
+    assert sm.random.clone_rng(clone=False) is sm.random.DEFAULT
+
+
+def test_clone_rng_of_a_generator_and_of_a_seed():
+    rng = sm.random.RandomState(2)
+    c = sm.random.clone_rng(rng)
+    new, used = split_ref(2)
+    assert_same_key(c.value, used) and assert_same_key(rng.value, new)
+    assert sm.random.clone_rng(rng, clone=False) is rng
+    assert_same_key(sm.random.clone_rng(5).value, jr.key(5))
+    assert_same_key(sm.random.clone_rng(jr.key_data(jr.key(6))).value, jr.key(6))
+    with pytest.raises(TypeError, match="clone_rng: seed_or_key is neither"):
+        sm.random.clone_rng("x")
+
+
+def test_copy_of_a_key_repeats_the_stream():
+    rng = sm.random.RandomState(0)
+    twin = sm.random.RandomState(sm.random.get_key_data(rng))
+    np.testing.assert_array_equal(twin.rand(3), rng.rand(3))
+
+
+# -- hypothesis: parameters of the new samplers --------------------------------------------------------------
+PARAMS = st.one_of(
+    st.floats(-2, 5),
+    st.just(float("nan")),
+    st.integers(-2, 5),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=2),
+    st.lists(st.floats(-1, 5), min_size=1, max_size=3),
+    st.lists(st.lists(st.integers(0, 3), max_size=2), min_size=2, max_size=2),  # maybe ragged
+    st.lists(st.one_of(st.integers(1, 3), st.text(max_size=1)), min_size=1, max_size=2),
+)
+
+
+def flat(x):
+    return [v for item in x for v in flat(item)] if isinstance(x, list) else [x]
+
+
+def param_oracle(x):
+    """A parameter as the sampler uses it: a float32 array, or None when it is not numeric (or ragged)."""
+    if any(isinstance(v, str) or v is None for v in flat(x)):
+        return None
+    try:
+        return np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError):
+        return None
+
+
+POSITIVE = {
+    "chisquare": lambda k, d: jr.chisquare(k, jnp.asarray(d, jnp.float32), np.shape(d)),
+    "standard_t": lambda k, d: jr.t(k, jnp.asarray(d, jnp.float32), np.shape(d)),
+    "power": lambda k, d: jr.uniform(k, np.shape(d)) ** (1 / jnp.asarray(d, jnp.float32)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(POSITIVE))
+@given(param=PARAMS)
+def test_positive_parameter_property(name, param):
+    rng = sm.random.RandomState(0)
+    before = rng.value
+    arr = param_oracle(param)
+    if arr is not None and np.all(arr > 0):
+        out = getattr(rng, name)(param)
+        new, used = split_ref(0)
+        assert_same(out, POSITIVE[name](used, arr))
+        assert_same_key(rng.value, new)
+    else:
+        with pytest.raises((TypeError, ValueError), match=rf"^{name}: [a-z]+ is (not a number|out of range)"):
+            getattr(rng, name)(param)
+        assert rng.value is before
+
+
+@given(left=PARAMS, mode=PARAMS, right=PARAMS)
+def test_triangular_property(left, mode, right):
+    rng = sm.random.RandomState(0)
+    before = rng.value
+    arrs = [param_oracle(x) for x in (left, mode, right)]
+    try:
+        shape = np.broadcast_shapes(*(a.shape for a in arrs)) if all(a is not None for a in arrs) else None
+    except ValueError:
+        shape = None
+    ordered = shape is not None and bool(np.all((arrs[0] <= arrs[1]) & (arrs[1] <= arrs[2]) & (arrs[0] < arrs[2])))
+    if ordered:
+        out = rng.triangular(left, mode, right)
+        _, used = split_ref(0)
+        ref = jr.triangular(used, *(jnp.asarray(a, jnp.float32) for a in arrs), shape)
+        assert_same(out, ref)
+    else:
+        with pytest.raises(
+            (TypeError, ValueError), match=r"^triangular: (\w+ is not a number|the (distribution )?param)"
+        ):
+            rng.triangular(left, mode, right)
+        assert rng.value is before
+
+
+@given(
+    low=st.one_of(st.integers(-3, 5), st.none(), st.text(max_size=1)),
+    high=st.one_of(st.integers(-3, 6), st.none()),
+)
+def test_randint_like_property(low, high):
+    rng = sm.random.RandomState(0)
+    before = rng.value
+    x = jnp.zeros((2, 3), jnp.int16)
+    if isinstance(low, int) and (high is None and low > 0 or high is not None and high > low):
+        lo, hi = (0, low) if high is None else (low, high)
+        out = rng.randint_like(x, low, high)
+        _, used = split_ref(0)
+        assert_same(out, jr.randint(used, (2, 3), lo, hi, jnp.int16))
+    else:
+        with pytest.raises((TypeError, ValueError), match=r"^randint_like: (low is not a number|the range)"):
+            rng.randint_like(x, low, high)
+        assert rng.value is before

@@ -405,3 +405,105 @@ def test_write_back_and_read_values_from_many_threads():
         th.join()
     final = {float(s.value) for s in states}
     assert len(final) == 1  # each write-back is atomic: the last one wins for every state
+
+
+# replace, copy_from and the brainstate name of the trace.
+
+
+def test_replace_makes_a_new_state_with_the_same_metadata():
+    a = sm.ParamState(jnp.zeros(2), name="w", tag={"p", "q"}, unit="mV")
+    b = a.replace(jnp.ones((3, 2)))
+    assert type(b) is sm.ParamState and b is not a
+    assert b.name == "w" and b.tag == {"p", "q"} and b.unit == "mV"
+    assert b.tag is not a.tag
+    np.testing.assert_array_equal(b.value, np.ones((3, 2)))
+    np.testing.assert_array_equal(a.value, np.zeros(2))
+    assert b.source.startswith("test_state.py:")
+
+
+def test_replace_overrides_metadata_and_unwraps_a_state():
+    a = sm.State(0.0, name="a", tag="x", unit="s")
+    b = a.replace(sm.State(2.0), name="b", tag="y", unit="ms")
+    assert (b.name, b.tag, b.unit, b.value) == ("b", {"y"}, "ms", 2.0)
+    assert a.replace(1.0, tag=None).tag is None
+    assert (a.name, a.tag, a.unit) == ("a", {"x"}, "s")
+
+
+def test_replace_checks_the_value_of_the_subclass():
+    h = sm.HiddenState(jnp.zeros(3), name="V")
+    assert h.replace(jnp.ones(4)).varshape == (4,)
+    with pytest.raises(TypeError, match="HiddenState: value must be a JAX or NumPy array"):
+        h.replace({"a": 1.0})
+
+
+def test_replace_is_a_new_state_for_catchers_and_generation():
+    a = sm.State(0.0, name="a")
+    before = _state.generation()
+    with sm.catch_new_states() as catcher:
+        b = a.replace(1.0)
+    assert b in catcher and a not in catcher
+    assert _state.generation() > before
+
+
+def test_replace_inside_jit_is_local_to_the_trace():
+    a = sm.State(jnp.zeros(2), name="a")
+
+    @sm.transform.jit
+    def f(x):
+        b = a.replace(x)
+        b.value = b.value + 1
+        return b.value
+
+    np.testing.assert_array_equal(f(jnp.ones(2)), np.full(2, 2.0))
+    np.testing.assert_array_equal(a.value, np.zeros(2))
+
+
+def test_copy_from_copies_the_value():
+    a = sm.State({"w": jnp.zeros(2), "b": 0.0}, name="a")
+    b = sm.State({"w": jnp.ones(3), "b": 1.0}, name="b")
+    a.copy_from(b)
+    np.testing.assert_array_equal(a.value["w"], np.ones(3))
+    assert a.value["b"] == 1.0 and a.name == "a"
+    b.value = {"w": jnp.zeros(3), "b": 2.0}
+    np.testing.assert_array_equal(a.value["w"], np.ones(3))  # a copy of the value, not a link
+
+
+def test_copy_from_structure_mismatch_names_both_states():
+    a = sm.State({"w": jnp.zeros(2)}, name="a")
+    c = sm.ParamState((jnp.zeros(2), jnp.zeros(2)), name="c")
+    with pytest.raises(sm.StateStructureError) as info:
+        a.copy_from(c)
+    text = str(info.value)
+    assert text.startswith("State.copy_from: state 'a' (State, created at test_state.py:")
+    assert "state 'c' (ParamState, created at test_state.py:" in text
+    assert "expected: structure PyTreeDef({'w': *})" in text and "fix:" in text
+    np.testing.assert_array_equal(a.value["w"], np.zeros(2))
+
+
+def test_copy_from_needs_a_state():
+    a = sm.State(0.0, name="a")
+    with pytest.raises(sm.StateArgumentError, match=r"State.copy_from: state 'a'[\s\S]*not a State"):
+        a.copy_from(1.0)
+
+
+def test_copy_from_inside_jit_is_a_read_and_a_write():
+    a, b = sm.State(jnp.zeros(2), name="a"), sm.State(jnp.ones(2), name="b")
+
+    @sm.transform.jit
+    def f():
+        b.value = b.value * 3
+        a.copy_from(b)
+
+    f()
+    np.testing.assert_array_equal(a.value, np.full(2, 3.0))
+    with sm.StateTrace() as t:
+        a.copy_from(b)
+    assert t.states == [b, a] and t.written == [False, True] and t.read == [True, False]
+
+
+def test_state_trace_stack_is_the_trace():
+    assert sm.StateTraceStack is sm.StateTrace
+    s = sm.State(1.0, name="s")
+    with sm.StateTraceStack() as t:
+        s.value = s.value + 1
+    assert t.states == [s] and t.written == [True]

@@ -30,6 +30,9 @@ __all__ = [
     "split_keys",
     "get_key",
     "set_key",
+    "get_key_data",
+    "restore_key",
+    "clone_rng",
     "default_rng",
     "rand",
     "randn",
@@ -48,6 +51,13 @@ __all__ = [
     "poisson",
     "categorical",
     "multivariate_normal",
+    "chisquare",
+    "power",
+    "standard_t",
+    "triangular",
+    "rand_like",
+    "randn_like",
+    "randint_like",
 ]
 
 
@@ -236,16 +246,30 @@ class RandomState(State, SamplerMethods):
             raise ValueError("backup_key: a key is already backed up; call restore_key() first")
         self._backup = self._value
 
-    def restore_key(self) -> None:
-        """Restore the key saved by `backup_key`.
+    def restore_key(self, key: Any = None) -> None:
+        """Put the key back: to the key saved by `backup_key` (no argument), or to `key`.
+
+        Args:
+          key: None to restore the backed-up key (and empty the backup slot); otherwise a key to set, as
+            accepted by `set_key`: an int seed, a typed key or raw ``uint32[2]`` key data (from `get_key_data`).
+            The backup slot is left alone.
+        Raises:
+          ValueError: no key is given and none was backed up.
+          TypeError: `key` is not a seed or key; the key is left unchanged.
 
         Example:
           >>> rng = sm.random.RandomState(0); rng.backup_key(); a = rng.rand(2); rng.restore_key()
           >>> bool((rng.rand(2) == a).all())
           True
+          >>> data = sm.random.get_key_data(rng); b = rng.rand(2); rng.restore_key(data)
+          >>> bool((rng.rand(2) == b).all())
+          True
         """
+        if key is not None:
+            self.value = _to_key(key, "restore_key")
+            return
         if self._backup is None:
-            raise ValueError("restore_key: no key was backed up; call backup_key() first")
+            raise ValueError("restore_key: no key was backed up; call backup_key() first, or pass a key")
         self.restore_value(self._backup)
         self._backup = None
 
@@ -281,6 +305,14 @@ beta = DEFAULT.beta
 poisson = DEFAULT.poisson
 categorical = DEFAULT.categorical
 multivariate_normal = DEFAULT.multivariate_normal
+chisquare = DEFAULT.chisquare
+power = DEFAULT.power
+standard_t = DEFAULT.standard_t
+triangular = DEFAULT.triangular
+rand_like = DEFAULT.rand_like
+randn_like = DEFAULT.randn_like
+randint_like = DEFAULT.randint_like
+restore_key = DEFAULT.restore_key
 
 
 def seed(seed_or_key: Any = None) -> None:
@@ -363,6 +395,71 @@ def set_key(key: Any) -> None:
       True
     """
     DEFAULT.set_key(key)
+
+
+def _generator(who: str, rng: Any) -> RandomState:
+    if rng is None:
+        return DEFAULT
+    if isinstance(rng, RandomState):
+        return rng
+    raise TypeError(
+        message(
+            who,
+            "rng is not a generator",
+            "a RandomState, or None for random.DEFAULT",
+            f"{type(rng).__name__} {rng!r:.60}",
+            "pass a RandomState such as sm.random.RandomState(0), or nothing",
+        )
+    )
+
+
+def get_key_data(rng: RandomState | None = None) -> Any:
+    """The raw ``uint32[2]`` data of the key of `rng` (`DEFAULT` when None), without advancing it.
+
+    The data can be stored (it is a plain integer array) and given back to `restore_key`, `set_key` or
+    `RandomState` to continue the same stream of numbers.
+
+    Raises:
+      TypeError: `rng` is not a `RandomState`.
+
+    Example:
+      >>> rng = sm.random.RandomState(0)
+      >>> data = sm.random.get_key_data(rng)
+      >>> data.dtype, data.shape
+      (dtype('uint32'), (2,))
+      >>> bool((sm.random.RandomState(data).rand(2) == rng.rand(2)).all())
+      True
+    """
+    return jax.random.key_data(_generator("get_key_data", rng).value)
+
+
+def clone_rng(seed_or_key: Any = None, clone: bool = True) -> RandomState:
+    """A generator for a component that draws its own numbers (as brainstate's ``clone_rng``).
+
+    Args:
+      seed_or_key: None for `DEFAULT`, a `RandomState`, or a seed or key (an int seed, a typed key, raw
+        ``uint32[2]`` key data) for a new generator with that key.
+      clone: With a generator (None or a `RandomState`): True returns ``generator.clone()``, a new independent
+        generator whose key is split off the generator's (which advances it, so the two never draw the same
+        numbers); False returns the generator itself. Ignored for a seed or key.
+    Returns:
+      A `RandomState`. To copy a generator's key exactly (the same stream of numbers), use
+      ``RandomState(get_key_data(rng))``.
+    Raises:
+      TypeError: `seed_or_key` is not a seed, key or generator.
+
+    Example:
+      >>> a = sm.random.clone_rng(); a is sm.random.DEFAULT
+      False
+      >>> sm.random.clone_rng(clone=False) is sm.random.DEFAULT
+      True
+      >>> bool((sm.random.clone_rng(3).rand(2) == sm.random.RandomState(3).rand(2)).all())
+      True
+    """
+    if seed_or_key is None or isinstance(seed_or_key, RandomState):
+        rng = _generator("clone_rng", seed_or_key)
+        return rng.clone() if clone else rng
+    return RandomState(_to_key(seed_or_key, "clone_rng"))
 
 
 def default_rng(seed_or_key: Any = None) -> RandomState:

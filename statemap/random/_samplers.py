@@ -105,19 +105,96 @@ def _fit(x: ArrayLike, shape: tuple[int, ...], dtype: Any = None) -> Array:
     return jnp.broadcast_to(jnp.asarray(x, dtype), shape)
 
 
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _not_numeric(who: str, name: str, x: Any) -> TypeError:
+    return TypeError(
+        message(
+            who,
+            f"{name} is not a number or an array of numbers",
+            "a number, an array, or a (nested, rectangular) list or tuple of numbers, as NumPy accepts",
+            f"{type(x).__name__} {x!r:.60}",
+            f"pass {name} as a number or an array, e.g. jnp.array([0.5, 1.0])",
+        )
+    )
+
+
+def _is_numeric(x: Any) -> bool:
+    """A number, or an array (also a tracer) of numbers or bools."""
+    if isinstance(x, (bool, int, float, np.number, np.bool_)):
+        return True
+    dtype = getattr(x, "dtype", None)
+    return (
+        dtype is not None
+        and hasattr(x, "shape")
+        and (jnp.issubdtype(dtype, np.number) or jnp.issubdtype(dtype, np.bool_))
+    )
+
+
+def _array(who: str, name: str, x: Any) -> Any:
+    """The array-like parameter `x`, checked to be numeric; Python lists and tuples become arrays (as in NumPy)."""
+    if isinstance(x, (list, tuple)):
+        # Check the leaves first: JAX would parse a string as a dtype name (with a NumPy deprecation warning).
+        if not all(_is_numeric(leaf) for leaf in jax.tree_util.tree_leaves(x)):
+            raise _not_numeric(who, name, x)
+        try:
+            return jnp.asarray(x)
+        except (TypeError, ValueError):  # ragged, or holding None
+            raise _not_numeric(who, name, x) from None
+    if not _is_numeric(x):
+        raise _not_numeric(who, name, x)
+    return x
+
+
+def _as_float(x: Any) -> Any:
+    """An integer or bool array as JAX's default float (float arrays keep their dtype)."""
+    return x if jnp.issubdtype(jnp.result_type(x), np.inexact) else jnp.asarray(x, jnp.result_type(float))
+
+
+def _float_dtype(who: str, dtype: DTypeLike | None) -> Any:
+    """`dtype` (JAX's default float when None), which must be a float dtype."""
+    if dtype is None:
+        return jnp.result_type(float)
+    if not jnp.issubdtype(dtype, np.floating):
+        raise ValueError(
+            message(who, "dtype is not a float dtype", "a float dtype", f"dtype={dtype!r}", "pass dtype=jnp.float32")
+        )
+    return jax.dtypes.canonicalize_dtype(dtype)
+
+
+def _check_values(
+    who: str, name: str, x: Any, ok: Callable[[Any], Any], expected: str, fix: str, dtype: Any = None
+) -> None:
+    """Raise a ValueError when the concrete values of `x` (as `dtype`) are not all ``ok`` (tracers pass)."""
+    if is_tracer(x):
+        return
+    arr = np.asarray(x, dtype)
+    if arr.size and not np.all(ok(arr)):
+        raise ValueError(
+            message(who, f"{name} is out of range", expected, f"{name} with values in [{arr.min()}, {arr.max()}]", fix)
+        )
+
+
 def _check_key(who: str, key: Any) -> Any:
+    """A key for ``key=``: a typed key, raw ``uint32[..., 2]`` data, or an int seed (integer scalar) made a key."""
+    if _is_int(key):
+        return jax.random.key(int(key) % (2**32))
     dtype = getattr(key, "dtype", None)
     if dtype is not None and (
         jnp.issubdtype(dtype, jax.dtypes.prng_key) or (np.dtype(dtype) == np.uint32 and np.shape(key)[-1:] == (2,))
     ):
         return key
+    if dtype is not None and np.shape(key) == () and jnp.issubdtype(dtype, np.integer):
+        return jax.random.key(key)  # an integer scalar array seed, also traced
     raise TypeError(
         message(
             who,
             "key is not a PRNG key",
-            "a typed key (jax.random.key) or raw uint32[2] key data",
+            "an int seed, a typed key (jax.random.key) or raw uint32[2] key data",
             f"{type(key).__name__} {key!r:.60}",
-            "pass key=jax.random.key(seed), or leave key=None to draw from the generator",
+            "pass key=jax.random.key(seed) or key=seed, or leave key=None to draw from the generator",
         )
     )
 
@@ -131,9 +208,28 @@ def _randn(key: Any, dn: tuple[int, ...]) -> Array:
     return jax.random.normal(key, dn)
 
 
-def _randint(key: Any, low: ArrayLike, high: ArrayLike | None, size: Size, dtype: DTypeLike) -> Array:
+def _int_bounds(who: str, low: ArrayLike, high: ArrayLike | None) -> tuple[Any, Any]:
+    """(low, high) of an integer draw from ``[low, high)``, or ``[0, low)`` when `high` is None; checked."""
+    low = _array(who, "low", low)
     if high is None:
         low, high = 0, low
+    else:
+        high = _array(who, "high", high)
+    if not (is_tracer(low) or is_tracer(high)) and np.any(np.asarray(high) <= np.asarray(low)):
+        raise ValueError(
+            message(
+                who,
+                "the range [low, high) is empty",
+                "low < high (or one bound n > 0, for the range [0, n))",
+                f"low={np.asarray(low)!r:.60}, high={np.asarray(high)!r:.60}",
+                f"pass a larger high, e.g. {who}(..., 0, 10)" if who.endswith("like") else f"{who}(0, 10)",
+            )
+        )
+    return low, high
+
+
+def _randint(key: Any, low: ArrayLike, high: ArrayLike | None, size: Size, dtype: DTypeLike) -> Array:
+    low, high = _int_bounds("randint", low, high)
     shape = _shape_of("randint", size, low=low, high=high)
     return jax.random.randint(key, shape, _fit(low, shape), _fit(high, shape), dtype)
 
@@ -143,11 +239,14 @@ def _random(key: Any, size: Size) -> Array:
 
 
 def _uniform(key: Any, low: ArrayLike, high: ArrayLike, size: Size, dtype: DTypeLike | None) -> Array:
+    low, high = _array("uniform", "low", low), _array("uniform", "high", high)
     shape = _shape_of("uniform", size, low=low, high=high)
     return jax.random.uniform(key, shape, dtype, _fit(low, shape), _fit(high, shape))
 
 
 def _normal(key: Any, loc: ArrayLike | None, scale: ArrayLike | None, size: Size, dtype: DTypeLike | None) -> Array:
+    loc = None if loc is None else _array("normal", "loc", loc)
+    scale = None if scale is None else _array("normal", "scale", scale)
     shape = _shape_of("normal", size, loc=loc, scale=scale)
     x = jax.random.normal(key, shape, dtype)
     if scale is not None:
@@ -160,7 +259,10 @@ def _normal(key: Any, loc: ArrayLike | None, scale: ArrayLike | None, size: Size
 def _truncated_normal(
     key: Any, lower: ArrayLike, upper: ArrayLike, size: Size, loc: ArrayLike, scale: ArrayLike
 ) -> Array:
-    shape = _shape_of("truncated_normal", size, lower=lower, upper=upper, loc=loc, scale=scale)
+    who = "truncated_normal"
+    lower, upper = _array(who, "lower", lower), _array(who, "upper", upper)
+    loc, scale = _array(who, "loc", loc), _array(who, "scale", scale)
+    shape = _shape_of(who, size, lower=lower, upper=upper, loc=loc, scale=scale)
     dtype = jnp.result_type(float)
     loc_, scale_ = _fit(loc, shape, dtype), _fit(scale, shape, dtype)
     lo = (_fit(lower, shape, dtype) - loc_) / scale_
@@ -169,6 +271,7 @@ def _truncated_normal(
 
 
 def _bernoulli(key: Any, p: ArrayLike, size: Size) -> Array:
+    p = _array("bernoulli", "p", p)
     if not is_tracer(p):
         arr = np.asarray(p)
         if arr.dtype.kind in "biuf" and np.any((arr < 0) | (arr > 1)):
@@ -182,18 +285,21 @@ def _bernoulli(key: Any, p: ArrayLike, size: Size) -> Array:
                 )
             )
     shape = _shape_of("bernoulli", size, p=p)
-    return jax.random.bernoulli(key, _fit(p, shape), shape)
+    return jax.random.bernoulli(key, _fit(_as_float(p), shape), shape)
 
 
 def _choice(key: Any, a: int | ArrayLike, size: Size, replace: bool, p: ArrayLike | None) -> Array:
+    a = _array("choice", "a", a)
+    p = None if p is None else _array("choice", "p", p)
     return jax.random.choice(key, a, _size("choice", size) or (), replace, p)
 
 
 def _permutation(key: Any, x: int | ArrayLike, axis: int, independent: bool) -> Array:
-    return jax.random.permutation(key, x, axis, independent)
+    return jax.random.permutation(key, _array("permutation", "x", x), axis, independent)
 
 
 def _shuffle(key: Any, x: ArrayLike, axis: int) -> Array:
+    x = _array("shuffle", "x", x)
     if np.ndim(x) == 0:
         raise TypeError(
             message(
@@ -208,28 +314,35 @@ def _shuffle(key: Any, x: ArrayLike, axis: int) -> Array:
 
 
 def _exponential(key: Any, scale: ArrayLike | None, size: Size) -> Array:
+    scale = None if scale is None else _array("exponential", "scale", scale)
     shape = _shape_of("exponential", size, scale=scale)
     x = jax.random.exponential(key, shape)
     return x if scale is None else x * _fit(scale, shape, x.dtype)
 
 
 def _gamma(key: Any, shape_: ArrayLike, scale: ArrayLike | None, size: Size) -> Array:
+    shape_ = _array("gamma", "shape", shape_)
+    scale = None if scale is None else _array("gamma", "scale", scale)
     shape = _shape_of("gamma", size, shape=shape_, scale=scale)
-    x = jax.random.gamma(key, _fit(shape_, shape), shape)
+    x = jax.random.gamma(key, _fit(shape_, shape, jnp.result_type(float)), shape)
     return x if scale is None else x * _fit(scale, shape, x.dtype)
 
 
 def _beta(key: Any, a: ArrayLike, b: ArrayLike, size: Size) -> Array:
+    a, b = _array("beta", "a", a), _array("beta", "b", b)
     shape = _shape_of("beta", size, a=a, b=b)
-    return jax.random.beta(key, _fit(a, shape), _fit(b, shape), shape)
+    dtype = jnp.result_type(float)
+    return jax.random.beta(key, _fit(a, shape, dtype), _fit(b, shape, dtype), shape)
 
 
 def _poisson(key: Any, lam: ArrayLike, size: Size) -> Array:
+    lam = _array("poisson", "lam", lam)
     shape = _shape_of("poisson", size, lam=lam)
-    return jax.random.poisson(key, _fit(lam, shape), shape)
+    return jax.random.poisson(key, _fit(lam, shape, jnp.result_type(float)), shape)
 
 
 def _categorical(key: Any, logits: ArrayLike, axis: int, size: Size) -> Array:
+    logits = _as_float(_array("categorical", "logits", logits))
     return jax.random.categorical(key, logits, axis, _size("categorical", size))
 
 
@@ -244,7 +357,93 @@ def _multivariate_normal(key: Any, mean: ArrayLike, cov: ArrayLike, size: Size, 
                 "use method='cholesky' (fast), 'eigh' or 'svd' (for singular covariances)",
             )
         )
+    mean = _as_float(_array("multivariate_normal", "mean", mean))
+    cov = _as_float(_array("multivariate_normal", "cov", cov))
     return jax.random.multivariate_normal(key, mean, cov, _size("multivariate_normal", size), method=method)
+
+
+def _positive(who: str, name: str, x: Any, dtype: Any) -> None:
+    """NumPy's check of a parameter that must be positive, on its values as the draw uses them (in `dtype`)."""
+    _check_values(
+        who, name, x, lambda v: v > 0, f"{name} > 0 (in {np.dtype(dtype).name})", f"pass a positive {name}", dtype
+    )
+
+
+def _chisquare(key: Any, df: ArrayLike, size: Size, dtype: DTypeLike | None) -> Array:
+    df, dtype = _array("chisquare", "df", df), _float_dtype("chisquare", dtype)
+    shape = _shape_of("chisquare", size, df=df)
+    _positive("chisquare", "df", df, dtype)
+    return jax.random.chisquare(key, _fit(df, shape, dtype), shape, dtype)
+
+
+def _standard_t(key: Any, df: ArrayLike, size: Size, dtype: DTypeLike | None) -> Array:
+    df, dtype = _array("standard_t", "df", df), _float_dtype("standard_t", dtype)
+    shape = _shape_of("standard_t", size, df=df)
+    _positive("standard_t", "df", df, dtype)
+    return jax.random.t(key, _fit(df, shape, dtype), shape, dtype)
+
+
+def _power(key: Any, a: ArrayLike, size: Size, dtype: DTypeLike | None) -> Array:
+    a, dtype = _array("power", "a", a), _float_dtype("power", dtype)
+    shape = _shape_of("power", size, a=a)
+    _positive("power", "a", a, dtype)
+    # Inverse CDF: P(U ** (1 / a) <= x) = P(U <= x ** a) = x ** a, NumPy's power distribution on [0, 1].
+    return jax.random.uniform(key, shape, dtype) ** (1 / _fit(a, shape, dtype))
+
+
+def _check_triangle(left: Any, mode: Any, right: Any, dtype: Any) -> None:
+    if any(is_tracer(x) for x in (left, mode, right)):
+        return
+    arrays = np.broadcast_arrays(np.asarray(left, dtype), np.asarray(mode, dtype), np.asarray(right, dtype))
+    lo, mid, hi = (np.ravel(x) for x in arrays)
+    bad = (lo > mid) | (mid > hi) | (lo == hi) | np.isnan(lo) | np.isnan(mid) | np.isnan(hi)
+    if np.any(bad):
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            message(
+                "triangular",
+                "the parameters are not ordered",
+                "left <= mode <= right and left < right",
+                f"left={lo[i]}, mode={mid[i]}, right={hi[i]} ({int(bad.sum())} of {bad.size} entries out of order)",
+                "pass the bounds in order, e.g. triangular(0.0, 0.5, 1.0)",
+            )
+        )
+
+
+def _triangular(key: Any, left: ArrayLike, mode: ArrayLike, right: ArrayLike, size: Size, dtype: Any) -> Array:
+    who = "triangular"
+    left, mode, right = _array(who, "left", left), _array(who, "mode", mode), _array(who, "right", right)
+    dtype = _float_dtype(who, dtype)
+    shape = _shape_of(who, size, left=left, mode=mode, right=right)
+    _check_triangle(left, mode, right, dtype)
+    lo, mid, hi = _fit(left, shape, dtype), _fit(mode, shape, dtype), _fit(right, shape, dtype)
+    return jax.random.triangular(key, lo, mid, hi, shape, dtype)
+
+
+def _like(who: str, x: Any, dtype: DTypeLike | None, kind: Any) -> tuple[tuple[int, ...], Any]:
+    """The shape of `x` and the dtype of a draw like it: `dtype`, else that of `x` if of `kind`, else JAX's default."""
+    x = _array(who, "input", x)
+    if dtype is None:
+        own = jnp.result_type(x)
+        dtype = own if jnp.issubdtype(own, kind) else jnp.result_type(float if kind is np.floating else int)
+    return tuple(np.shape(x)), dtype
+
+
+def _rand_like(key: Any, x: ArrayLike, dtype: DTypeLike | None) -> Array:
+    shape, dtype = _like("rand_like", x, dtype, np.floating)
+    return jax.random.uniform(key, shape, _float_dtype("rand_like", dtype))
+
+
+def _randn_like(key: Any, x: ArrayLike, dtype: DTypeLike | None) -> Array:
+    shape, dtype = _like("randn_like", x, dtype, np.floating)
+    return jax.random.normal(key, shape, _float_dtype("randn_like", dtype))
+
+
+def _randint_like(key: Any, x: ArrayLike, low: ArrayLike, high: ArrayLike | None, dtype: DTypeLike | None) -> Array:
+    shape, dtype = _like("randint_like", x, dtype, np.integer)
+    low, high = _int_bounds("randint_like", low, high)
+    _shape_of("randint_like", shape, low=low, high=high)  # the bounds must broadcast to the shape of x
+    return jax.random.randint(key, shape, _fit(low, shape), _fit(high, shape), dtype)
 
 
 # -- methods of RandomState ---------------------------------------------------------------------------------
@@ -587,3 +786,151 @@ class SamplerMethods:
           (5, 2)
         """
         return self._sample("multivariate_normal", key, _multivariate_normal, mean, cov, size, method)
+
+    def chisquare(self, df: ArrayLike, size: Size = None, key: Any = None, dtype: DTypeLike | None = None) -> Array:
+        """Chi-square samples with `df` degrees of freedom (``jax.random.chisquare``).
+
+        Args:
+          df: Degrees of freedom (> 0).
+          size: Output shape; None uses the shape of `df`.
+          key: A PRNG key (or int seed) to use instead of advancing this generator.
+          dtype: A float dtype (default: JAX's default float).
+        Returns:
+          A float array of non-negative samples.
+        Raises:
+          ValueError: `df` is concrete and not positive.
+        Example:
+          >>> x = sm.random.RandomState(0).chisquare([1.0, 5.0], size=(3, 2))
+          >>> x.shape, bool((x >= 0).all())
+          ((3, 2), True)
+        """
+        return self._sample("chisquare", key, _chisquare, df, size, dtype)
+
+    def power(self, a: ArrayLike, size: Size = None, key: Any = None, dtype: DTypeLike | None = None) -> Array:
+        """Samples in ``[0, 1]`` with density ``a * x ** (a - 1)`` (NumPy's power distribution).
+
+        Drawn as ``U ** (1 / a)`` for ``U = jax.random.uniform(key, shape)``.
+
+        Args:
+          a: The exponent parameter (> 0).
+          size: Output shape; None uses the shape of `a`.
+          key: A PRNG key (or int seed) to use instead of advancing this generator.
+          dtype: A float dtype (default: JAX's default float).
+        Returns:
+          A float array.
+        Raises:
+          ValueError: `a` is concrete and not positive.
+        Example:
+          >>> x = sm.random.RandomState(0).power(3.0, size=4)
+          >>> x.shape, bool(((0 <= x) & (x <= 1)).all())
+          ((4,), True)
+        """
+        return self._sample("power", key, _power, a, size, dtype)
+
+    def standard_t(self, df: ArrayLike, size: Size = None, key: Any = None, dtype: DTypeLike | None = None) -> Array:
+        """Student's t samples with `df` degrees of freedom (``jax.random.t``).
+
+        Args:
+          df: Degrees of freedom (> 0).
+          size: Output shape; None uses the shape of `df`.
+          key: A PRNG key (or int seed) to use instead of advancing this generator.
+          dtype: A float dtype (default: JAX's default float).
+        Returns:
+          A float array.
+        Raises:
+          ValueError: `df` is concrete and not positive.
+        Example:
+          >>> sm.random.RandomState(0).standard_t(10, size=(2, 3)).shape
+          (2, 3)
+        """
+        return self._sample("standard_t", key, _standard_t, df, size, dtype)
+
+    def triangular(
+        self,
+        left: ArrayLike,
+        mode: ArrayLike,
+        right: ArrayLike,
+        size: Size = None,
+        key: Any = None,
+        dtype: DTypeLike | None = None,
+    ) -> Array:
+        """Samples of the triangular distribution on ``[left, right]`` with peak at `mode`.
+
+        Args:
+          left: Lower limit.
+          mode: The peak, ``left <= mode <= right``.
+          right: Upper limit, ``right > left``.
+          size: Output shape; None broadcasts the three parameters.
+          key: A PRNG key (or int seed) to use instead of advancing this generator.
+          dtype: A float dtype (default: JAX's default float).
+        Returns:
+          A float array.
+        Raises:
+          ValueError: the parameters are concrete and not ordered.
+        Example:
+          >>> x = sm.random.RandomState(0).triangular(-1.0, 0.0, [1.0, 2.0])
+          >>> x.shape, bool(((-1 <= x) & (x <= 2)).all())
+          ((2,), True)
+        """
+        return self._sample("triangular", key, _triangular, left, mode, right, size, dtype)
+
+    def rand_like(self, input: ArrayLike, *, dtype: DTypeLike | None = None, key: Any = None) -> Array:
+        """Uniform samples in ``[0, 1)`` with the shape of `input` (like ``torch.rand_like``).
+
+        Args:
+          input: An array (or list) whose shape the result takes.
+          dtype: A float dtype; None uses the dtype of `input` when it is a float dtype, else JAX's default float.
+          key: A PRNG key (or int seed) to use instead of advancing this generator.
+        Returns:
+          A float array of the shape of `input`.
+        Example:
+          >>> x = sm.random.RandomState(0).rand_like(jnp.zeros((2, 3), jnp.float16))
+          >>> x.shape, x.dtype
+          ((2, 3), dtype('float16'))
+        """
+        return self._sample("rand_like", key, _rand_like, input, dtype)
+
+    def randn_like(self, input: ArrayLike, *, dtype: DTypeLike | None = None, key: Any = None) -> Array:
+        """Standard normal samples with the shape of `input` (like ``torch.randn_like``).
+
+        Args:
+          input: An array (or list) whose shape the result takes.
+          dtype: A float dtype; None uses the dtype of `input` when it is a float dtype, else JAX's default float.
+          key: A PRNG key (or int seed) to use instead of advancing this generator.
+        Returns:
+          A float array of the shape of `input`.
+        Example:
+          >>> x = sm.random.RandomState(0).randn_like(jnp.arange(4))
+          >>> x.shape, x.dtype
+          ((4,), dtype('float32'))
+        """
+        return self._sample("randn_like", key, _randn_like, input, dtype)
+
+    def randint_like(
+        self,
+        input: ArrayLike,
+        low: ArrayLike = 0,
+        high: ArrayLike | None = None,
+        *,
+        dtype: DTypeLike | None = None,
+        key: Any = None,
+    ) -> Array:
+        """Integers drawn uniformly from ``[low, high)`` (``[0, low)`` when `high` is None), shaped like `input`.
+
+        Args:
+          input: An array (or list) whose shape the result takes.
+          low: Lowest value (inclusive), or the exclusive upper bound when `high` is None.
+          high: Upper bound (exclusive).
+          dtype: An integer dtype; None uses the dtype of `input` when it is an integer dtype, else JAX's
+            default int.
+          key: A PRNG key (or int seed) to use instead of advancing this generator.
+        Returns:
+          An integer array of the shape of `input`.
+        Raises:
+          ValueError: the bounds are concrete and the range is empty (for example no bound given).
+        Example:
+          >>> x = sm.random.RandomState(0).randint_like(jnp.zeros((2, 2), jnp.int8), 5)
+          >>> x.shape, x.dtype, bool(((0 <= x) & (x < 5)).all())
+          ((2, 2), dtype('int8'), True)
+        """
+        return self._sample("randint_like", key, _randint_like, input, low, high, dtype)
