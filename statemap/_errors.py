@@ -29,7 +29,7 @@ __all__ = [
 class StatemapError(Exception):
     """Base class of every error statemap raises on its own behalf.
 
-    Example:
+    Examples:
       >>> issubclass(sm.BatchAxisError, sm.StatemapError)
       True
     """
@@ -40,7 +40,7 @@ class BatchAxisError(StatemapError, ValueError):
 
     Also a `ValueError`, so code written for `jax.vmap`'s errors keeps working.
 
-    Example:
+    Examples:
       >>> issubclass(sm.BatchAxisError, ValueError)
       True
     """
@@ -49,7 +49,7 @@ class BatchAxisError(StatemapError, ValueError):
 class TraceContextError(StatemapError, RuntimeError):
     """A state was used outside the trace it belongs to (for example, it still holds a dead tracer).
 
-    Example:
+    Examples:
       >>> issubclass(sm.TraceContextError, RuntimeError)
       True
     """
@@ -62,7 +62,7 @@ class ArgumentError(StatemapError, TypeError, ValueError):
     ``static_argnums``/``donate_argnums`` entry out of range. It is both a `TypeError` and a `ValueError`,
     matching what `jax.jit` raises for each of those cases, so code written for `jax.jit` keeps working.
 
-    Example:
+    Examples:
       >>> from statemap._errors import ArgumentError
       >>> issubclass(ArgumentError, TypeError), issubclass(ArgumentError, ValueError)
       (True, True)
@@ -72,7 +72,7 @@ class ArgumentError(StatemapError, TypeError, ValueError):
 class StateArgumentError(ArgumentError):
     """A `State` was passed as an argument to a transform; states must be closed over instead.
 
-    Example:
+    Examples:
       >>> s = sm.State(jnp.zeros(2), name="s")
       >>> sm.transform.jit(lambda a: a)(s)
       Traceback (most recent call last):
@@ -84,7 +84,7 @@ class StateArgumentError(ArgumentError):
 class StateStructureError(StatemapError, ValueError):
     """A state was written, inside a transform, with a value of a different pytree structure.
 
-    Example:
+    Examples:
       >>> issubclass(sm.StateStructureError, ValueError)
       True
     """
@@ -93,7 +93,7 @@ class StateStructureError(StatemapError, ValueError):
 class MappingRuntimeError(StatemapError, RuntimeError):
     """statemap's own tracing or execution machinery failed (never used for errors of the user's function).
 
-    Example:
+    Examples:
       >>> issubclass(sm.MappingRuntimeError, RuntimeError)
       True
     """
@@ -107,7 +107,7 @@ class ControlFlowError(StatemapError, TypeError, ValueError):
 
     Also a `TypeError` and a `ValueError`, like the errors `jax.lax.cond`/`scan` raise for the same mistakes.
 
-    Example:
+    Examples:
       >>> sm.transform.cond(jnp.ones(2) > 0, lambda: 1.0, lambda: 0.0)
       Traceback (most recent call last):
       ...
@@ -123,7 +123,7 @@ class ConcreteValueError(StatemapError, TypeError):
     `jit` (or another trace) that value is a tracer. The message names the states read before that point.
     Also a `TypeError`, like JAX's `ConcretizationTypeError`.
 
-    Example:
+    Examples:
       >>> flag = sm.State(True, name="flag")
       >>> f = sm.transform.vmap2(lambda x: x * 2 if flag.value else x)
       >>> f(jnp.ones(2))  # eager: Python sees flag's value, as with jax.vmap
@@ -140,7 +140,7 @@ class SettingError(StatemapError, ValueError, TypeError):
 
     Also a `ValueError` and a `TypeError`, as for a bad keyword argument.
 
-    Example:
+    Examples:
       >>> sm.environ.get("dtt")
       Traceback (most recent call last):
       ...
@@ -154,7 +154,7 @@ class NaNError(StatemapError, FloatingPointError):
 
     Also a `FloatingPointError`, the error `jax.debug_nans` raises.
 
-    Example:
+    Examples:
       >>> issubclass(sm.NaNError, sm.StatemapError), issubclass(sm.NaNError, FloatingPointError)
       (True, True)
     """

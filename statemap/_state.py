@@ -78,7 +78,7 @@ class State:
       **metadata: ``tag=`` (a str or a set of str) for `WithTag` filters; any other keyword becomes an
         attribute.
 
-    Example:
+    Examples:
       >>> w = sm.State(jnp.zeros(3), name="w", tag="param")
       >>> w
       State(name='w', value=f32[3])
@@ -241,7 +241,7 @@ class State:
     def restore_value(self, value: Any) -> None:
         """Set the value silently: no read or write is recorded (inside a trace, its view is set).
 
-        Example:
+        Examples:
           >>> s = sm.State(jnp.zeros(2))
           >>> s.restore_value(jnp.ones(2)); s.value
           Array([1., 1.], dtype=float32)
@@ -302,7 +302,7 @@ class State:
     def numel(self) -> int:
         """Total number of array elements in the value.
 
-        Example:
+        Examples:
           >>> sm.State({"a": jnp.zeros((2, 3)), "b": jnp.zeros(4)}).numel()
           10
         """
@@ -311,7 +311,7 @@ class State:
     def copy(self) -> State:
         """A new state of the same type with the same value and metadata (not the same identity).
 
-        Example:
+        Examples:
           >>> a = sm.ParamState(jnp.ones(2), name="a"); b = a.copy()
           >>> b is a, type(b).__name__, b.name
           (False, 'ParamState', 'a')
@@ -337,7 +337,7 @@ class State:
         Returns:
           The new state.
 
-        Example:
+        Examples:
           >>> a = sm.ParamState(jnp.zeros(2), name="w", tag="fast")
           >>> b = a.replace(jnp.ones(3))
           >>> b, b.tag, a
@@ -377,7 +377,7 @@ class State:
           StateArgumentError: `other` is not a `State`.
           StateStructureError: the values' pytree structures differ; this state is unchanged.
 
-        Example:
+        Examples:
           >>> a, b = sm.State(jnp.zeros(2), name="a"), sm.State(jnp.ones(2), name="b")
           >>> a.copy_from(b); a.value
           Array([1., 1.], dtype=float32)
@@ -433,7 +433,7 @@ class State:
 class ShortTermState(State):
     """State for transient values (hidden variables, counters).
 
-    Example:
+    Examples:
       >>> sm.ShortTermState(jnp.zeros(2), name="v")
       ShortTermState(name='v', value=f32[2])
     """
@@ -442,7 +442,7 @@ class ShortTermState(State):
 class LongTermState(State):
     """State for persistent values (running statistics, parameters).
 
-    Example:
+    Examples:
       >>> sm.LongTermState(0.0, name="mean").value
       0.0
     """
@@ -451,7 +451,7 @@ class LongTermState(State):
 class ParamState(LongTermState):
     """A trainable parameter.
 
-    Example:
+    Examples:
       >>> isinstance(sm.ParamState(jnp.ones(3)), sm.LongTermState)
       True
     """
@@ -460,7 +460,7 @@ class ParamState(LongTermState):
 class BatchState(LongTermState):
     """Marker for a state whose leading axis is a batch axis.
 
-    Example:
+    Examples:
       >>> sm.BatchState(jnp.zeros((4, 2)), name="x")
       BatchState(name='x', value=f32[4,2])
     """
@@ -469,7 +469,7 @@ class BatchState(LongTermState):
 class NonBatchState(ShortTermState):
     """A state that is replicated (not given an ensemble axis) when created during ensemble creation.
 
-    Example:
+    Examples:
       >>> sm.NonBatchState(jnp.array(0), name="t")
       NonBatchState(name='t', value=i32[])
     """
@@ -478,7 +478,7 @@ class NonBatchState(ShortTermState):
 class HiddenState(ShortTermState):
     """Hidden variable of a dynamical system; its value must be an array (not a general pytree).
 
-    Example:
+    Examples:
       >>> sm.HiddenState(jnp.zeros(4), name="V")
       HiddenState(name='V', value=f32[4])
       >>> sm.HiddenState({"a": 1.0})

@@ -54,7 +54,7 @@ class StateTrace:
     Writes inside the frame change only its view; `commit` writes the written values to the enclosing view
     (the enclosing frame, or the states themselves), and leaving the frame without committing discards them.
 
-    Example:
+    Examples:
       >>> a, b = sm.State(1.0, name="a"), sm.State(0.0, name="b")
       >>> with sm.StateTrace() as t:
       ...     b.value = a.value + 1
@@ -161,7 +161,7 @@ def catch_new_states(state_tag: str | None = None, state_to_exclude: Any = None)
       state_tag: If given, added as a tag to each caught state.
       state_to_exclude: A filter (anything `to_predicate` accepts); matching states are not caught.
 
-    Example:
+    Examples:
       >>> with sm.catch_new_states("init") as caught:
       ...     s = sm.ShortTermState(jnp.zeros(2), name="h")
       >>> [x.name for x in caught.states], s.tag

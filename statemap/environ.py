@@ -15,7 +15,7 @@ the key's default, and last returns its `default` argument. Contexts are per thr
 values of `set` (and its own contexts), never this thread's contexts. `set` and `context` check every value
 before they change anything.
 
-Example:
+Examples:
   >>> with sm.environ.context(dt=0.1, precision=16):
   ...     with sm.environ.context(dt=0.2):
   ...         inner = sm.environ.get("dt"), sm.environ.dftype()
@@ -148,7 +148,7 @@ def register(key: str, *, default: Any = _MISSING, check: Callable[[Any], Any] |
     Raises:
       SettingError: `key` is not an identifier, or is already registered.
 
-    Example:
+    Examples:
       >>> sm.environ.register("example_mode", default="train")
       >>> sm.environ.get("example_mode")
       'train'
@@ -181,7 +181,7 @@ def set(**kwargs: Any) -> None:  # noqa: A001 - brainstate's name
     Raises:
       SettingError: an unknown key or a refused value (nothing is changed).
 
-    Example:
+    Examples:
       >>> sm.environ.set(dt=0.05)
       >>> sm.environ.get("dt")
       0.05
@@ -212,7 +212,7 @@ def get(key: str, default: Any = _MISSING) -> Any:
     Raises:
       SettingError: `key` is unknown, or has no value and no default.
 
-    Example:
+    Examples:
       >>> with sm.environ.context(dt=0.5):
       ...     sm.environ.get("dt")
       0.5
@@ -243,7 +243,7 @@ def context(**kwargs: Any) -> Iterator[dict[str, Any]]:
     Raises:
       SettingError: an unknown key or a refused value (nothing is changed).
 
-    Example:
+    Examples:
       >>> with sm.environ.context(precision=16) as env:
       ...     env["precision"], sm.environ.ditype()
       (16, dtype('int16'))
@@ -266,7 +266,7 @@ def context(**kwargs: Any) -> Iterator[dict[str, Any]]:
 def all() -> dict[str, Any]:  # noqa: A001 - brainstate's name
     """Every setting that has a value in this thread, as a new dict.
 
-    Example:
+    Examples:
       >>> with sm.environ.context(dt=0.25):
       ...     sm.environ.all()["dt"]
       0.25
@@ -282,7 +282,7 @@ def all() -> dict[str, Any]:  # noqa: A001 - brainstate's name
 def get_dt() -> float:
     """The time step ``dt`` (raises `SettingError` while it is unset).
 
-    Example:
+    Examples:
       >>> with sm.environ.context(dt=0.1):
       ...     sm.environ.get_dt()
       0.1
@@ -293,7 +293,7 @@ def get_dt() -> float:
 def get_precision() -> int | str:
     """The precision: 64, 32, 16 or ``'bf16'``.
 
-    Example:
+    Examples:
       >>> sm.environ.get_precision() in (32, 64)
       True
     """
@@ -308,7 +308,7 @@ _INTS = {64: np.dtype(np.int64), 32: np.dtype(np.int32), 16: np.dtype(np.int16),
 def dftype() -> Any:
     """The float dtype of the precision: float64, float32, float16 or bfloat16.
 
-    Example:
+    Examples:
       >>> with sm.environ.context(precision="bf16"):
       ...     jnp.zeros(2, sm.environ.dftype()).dtype
       dtype(bfloat16)
@@ -319,7 +319,7 @@ def dftype() -> Any:
 def ditype() -> Any:
     """The integer dtype of the precision: int64, int32 or int16 (also for ``'bf16'``).
 
-    Example:
+    Examples:
       >>> sm.environ.ditype() in (jnp.int32, jnp.int64)
       True
     """

@@ -13,7 +13,7 @@ They are plain aliases (no runtime checks), for annotations:
 - `SeedOrKey`: an int seed, a typed key (``jax.random.key``) or raw ``uint32[2]`` key data, as
   `statemap.random.RandomState` accepts.
 
-Example:
+Examples:
   >>> from statemap.typing import ArrayLike, Size
   >>> def zeros(size: Size, fill: ArrayLike = 0.0) -> jax.Array:
   ...     return jnp.full(size, fill)

@@ -38,7 +38,7 @@ class Module:
     Every state owned by a module knows its path from the outermost module it was assigned into, e.g.
     ``('layers', 0, 'weight')``; filters such as `PathContains` see that path inside every transform.
 
-    Example:
+    Examples:
       >>> class Linear(sm.nn.Module):
       ...     def __init__(self, n):
       ...         self.weight = sm.ParamState(jnp.ones((n, n)))
@@ -67,7 +67,7 @@ class Module:
     def nodes(self) -> dict[Path, Any]:
         """Ordered mapping path → State or Module of everything reachable from this module (itself at ``()``).
 
-        Example:
+        Examples:
           >>> class M(sm.nn.Module):
           ...     def __init__(self):
           ...         self.h = sm.ShortTermState(0.0)
@@ -81,7 +81,7 @@ class Module:
 
         Calling it also refreshes every state's `path` relative to this module.
 
-        Example:
+        Examples:
           >>> class M(sm.nn.Module):
           ...     def __init__(self):
           ...         self.w = sm.ParamState(1.0)
@@ -108,7 +108,7 @@ class Module:
     def init_all_states(self, **kwargs: Any) -> Module:
         """Call `init_state(**kwargs)` on this module and every sub-module (pre-order), then refresh paths.
 
-        Example:
+        Examples:
           >>> class Cell(sm.nn.Module):
           ...     def init_state(self, batch=1):
           ...         self.h = sm.HiddenState(jnp.zeros((batch, 2)))

@@ -145,7 +145,7 @@ class RandomState(State, SamplerMethods):
       seed_or_key: An int seed, a typed key (`jax.random.key`), raw ``uint32[2]`` key data, or None for a
         random seed.
 
-    Example:
+    Examples:
       >>> rng = sm.random.RandomState(0)
       >>> a = rng.normal(size=2); b = rng.normal(size=2)
       >>> bool((a != b).all())
@@ -178,7 +178,7 @@ class RandomState(State, SamplerMethods):
         Raises:
           TypeError / ValueError: `n` is not an int >= 1; the key is left unchanged.
 
-        Example:
+        Examples:
           >>> rng = sm.random.RandomState(1)
           >>> rng.split_key().shape, rng.split_key(3).shape
           ((), (3,))
@@ -219,7 +219,7 @@ class RandomState(State, SamplerMethods):
         Raises:
           TypeError: `seed_or_key` is not a seed or key; the key is left unchanged.
 
-        Example:
+        Examples:
           >>> rng = sm.random.RandomState(0); a = rng.rand(2)
           >>> rng.seed(0); bool((rng.rand(2) == a).all())
           True
@@ -229,7 +229,7 @@ class RandomState(State, SamplerMethods):
     def set_key(self, key: Any) -> None:
         """Set the key (a typed key or raw ``uint32[2]`` data).
 
-        Example:
+        Examples:
           >>> rng = sm.random.RandomState(0); rng.set_key(jax.random.key(1))
           >>> bool((rng.rand(2) == sm.random.RandomState(1).rand(2)).all())
           True
@@ -239,7 +239,7 @@ class RandomState(State, SamplerMethods):
     def backup_key(self) -> None:
         """Save the current key (one slot); `restore_key` puts it back.
 
-        Example:
+        Examples:
           >>> rng = sm.random.RandomState(0); rng.backup_key(); _ = rng.split_key(); rng.restore_key()
         """
         if self._backup is not None:
@@ -257,7 +257,7 @@ class RandomState(State, SamplerMethods):
           ValueError: no key is given and none was backed up.
           TypeError: `key` is not a seed or key; the key is left unchanged.
 
-        Example:
+        Examples:
           >>> rng = sm.random.RandomState(0); rng.backup_key(); a = rng.rand(2); rng.restore_key()
           >>> bool((rng.rand(2) == a).all())
           True
@@ -276,7 +276,7 @@ class RandomState(State, SamplerMethods):
     def clone(self) -> RandomState:
         """A new independent generator seeded from a key split off this one.
 
-        Example:
+        Examples:
           >>> sm.random.RandomState(0).clone()
           RandomState(value=key[])
         """
@@ -318,7 +318,7 @@ restore_key = DEFAULT.restore_key
 def seed(seed_or_key: Any = None) -> None:
     """Seed `DEFAULT` (and NumPy's global generator when an int is given).
 
-    Example:
+    Examples:
       >>> sm.random.seed(42); a = sm.random.rand(2)
       >>> sm.random.seed(42); bool((sm.random.rand(2) == a).all())
       True
@@ -337,7 +337,7 @@ def seed_context(seed_or_key: Any = None) -> Iterator[None]:
     Raises:
       TypeError: `seed_or_key` is not a seed or key (nothing is changed).
 
-    Example:
+    Examples:
       >>> key = sm.random.get_key()
       >>> with sm.random.seed_context(1):
       ...     a = sm.random.rand(2)
@@ -359,7 +359,7 @@ def seed_context(seed_or_key: Any = None) -> Iterator[None]:
 def split_key(n: int | None = None) -> Any:
     """Advance `DEFAULT` and return one fresh key, or ``n`` keys.
 
-    Example:
+    Examples:
       >>> sm.random.split_key(2).shape
       (2,)
     """
@@ -369,7 +369,7 @@ def split_key(n: int | None = None) -> Any:
 def split_keys(n: int) -> Any:
     """Advance `DEFAULT` and return ``n`` keys (same as ``split_key(n)``).
 
-    Example:
+    Examples:
       >>> sm.random.split_keys(3).shape
       (3,)
     """
@@ -379,7 +379,7 @@ def split_keys(n: int) -> Any:
 def get_key() -> Any:
     """The current key of `DEFAULT` (without advancing it).
 
-    Example:
+    Examples:
       >>> key = sm.random.get_key(); _ = sm.random.rand(); sm.random.get_key() is key
       False
     """
@@ -389,7 +389,7 @@ def get_key() -> Any:
 def set_key(key: Any) -> None:
     """Set the key of `DEFAULT` (a typed key or raw ``uint32[2]`` data).
 
-    Example:
+    Examples:
       >>> sm.random.set_key(jax.random.key(3))
       >>> bool((sm.random.rand(2) == sm.random.RandomState(3).rand(2)).all())
       True
@@ -422,7 +422,7 @@ def get_key_data(rng: RandomState | None = None) -> Any:
     Raises:
       TypeError: `rng` is not a `RandomState`.
 
-    Example:
+    Examples:
       >>> rng = sm.random.RandomState(0)
       >>> data = sm.random.get_key_data(rng)
       >>> data.dtype, data.shape
@@ -448,7 +448,7 @@ def clone_rng(seed_or_key: Any = None, clone: bool = True) -> RandomState:
     Raises:
       TypeError: `seed_or_key` is not a seed, key or generator.
 
-    Example:
+    Examples:
       >>> a = sm.random.clone_rng(); a is sm.random.DEFAULT
       False
       >>> sm.random.clone_rng(clone=False) is sm.random.DEFAULT
@@ -465,7 +465,7 @@ def clone_rng(seed_or_key: Any = None, clone: bool = True) -> RandomState:
 def default_rng(seed_or_key: Any = None) -> RandomState:
     """A new `RandomState` (like `numpy.random.default_rng`).
 
-    Example:
+    Examples:
       >>> sm.random.default_rng(0).randint(0, 10, size=3).shape
       (3,)
     """

@@ -467,7 +467,7 @@ class SamplerMethods:
           key: A PRNG key to use instead of advancing this generator.
         Returns:
           A float array of shape ``dn``.
-        Example:
+        Examples:
           >>> rng = sm.random.RandomState(0)
           >>> x = rng.rand(2, 3)
           >>> x.shape, x.dtype, bool(((0 <= x) & (x < 1)).all())
@@ -483,7 +483,7 @@ class SamplerMethods:
           key: A PRNG key to use instead of advancing this generator.
         Returns:
           A float array of shape ``dn``.
-        Example:
+        Examples:
           >>> sm.random.RandomState(0).randn(4).shape
           (4,)
         """
@@ -507,7 +507,7 @@ class SamplerMethods:
           key: A PRNG key to use instead of advancing this generator.
         Returns:
           An integer array.
-        Example:
+        Examples:
           >>> x = sm.random.RandomState(0).randint(3, 7, size=5)
           >>> x.shape, bool(((3 <= x) & (x < 7)).all())
           ((5,), True)
@@ -522,7 +522,7 @@ class SamplerMethods:
           key: A PRNG key to use instead of advancing this generator.
         Returns:
           A float array.
-        Example:
+        Examples:
           >>> sm.random.RandomState(0).random((2, 2)).shape
           (2, 2)
         """
@@ -546,7 +546,7 @@ class SamplerMethods:
           dtype: A float dtype (default: JAX's default float).
         Returns:
           A float array.
-        Example:
+        Examples:
           >>> x = sm.random.RandomState(0).uniform(jnp.array([0.0, 10.0]), 11.0)
           >>> x.shape, bool(x[1] >= 10)
           ((2,), True)
@@ -571,7 +571,7 @@ class SamplerMethods:
           dtype: A float dtype (default: JAX's default float).
         Returns:
           A float array; ``jax.random.normal(key, shape) * scale + loc`` for the key drawn.
-        Example:
+        Examples:
           >>> rng = sm.random.RandomState(0)
           >>> rng.normal(size=(2, 3)).shape, rng.normal(jnp.zeros(4), 2.0).shape
           ((2, 3), (4,))
@@ -598,7 +598,7 @@ class SamplerMethods:
           key: A PRNG key to use instead of advancing this generator.
         Returns:
           A float array.
-        Example:
+        Examples:
           >>> x = sm.random.RandomState(0).truncated_normal(-1.0, 1.0, size=100, loc=0.5)
           >>> x.shape, bool(((-1 <= x) & (x <= 1)).all())
           ((100,), True)
@@ -616,7 +616,7 @@ class SamplerMethods:
           A bool array.
         Raises:
           ValueError: `p` is concrete and outside ``[0, 1]``.
-        Example:
+        Examples:
           >>> sm.random.RandomState(0).bernoulli(jnp.array([0.0, 1.0]))
           Array([False,  True], dtype=bool)
         """
@@ -640,7 +640,7 @@ class SamplerMethods:
           key: A PRNG key to use instead of advancing this generator.
         Returns:
           An array of shape `size`.
-        Example:
+        Examples:
           >>> x = sm.random.RandomState(0).choice(5, size=5, replace=False)
           >>> sorted(x.tolist())
           [0, 1, 2, 3, 4]
@@ -657,7 +657,7 @@ class SamplerMethods:
           key: A PRNG key to use instead of advancing this generator.
         Returns:
           The permuted array.
-        Example:
+        Examples:
           >>> sorted(sm.random.RandomState(0).permutation(4).tolist())
           [0, 1, 2, 3]
         """
@@ -672,7 +672,7 @@ class SamplerMethods:
           key: A PRNG key to use instead of advancing this generator.
         Returns:
           The shuffled copy.
-        Example:
+        Examples:
           >>> x = sm.random.RandomState(0).shuffle(jnp.arange(6).reshape(3, 2))
           >>> sorted(x[:, 0].tolist()), bool((x[:, 1] == x[:, 0] + 1).all())
           ([0, 2, 4], True)
@@ -688,7 +688,7 @@ class SamplerMethods:
           key: A PRNG key to use instead of advancing this generator.
         Returns:
           A float array.
-        Example:
+        Examples:
           >>> x = sm.random.RandomState(0).exponential(2.0, size=3)
           >>> x.shape, bool((x >= 0).all())
           ((3,), True)
@@ -705,7 +705,7 @@ class SamplerMethods:
           key: A PRNG key to use instead of advancing this generator.
         Returns:
           A float array.
-        Example:
+        Examples:
           >>> sm.random.RandomState(0).gamma(jnp.array([1.0, 2.0, 3.0]), 2.0).shape
           (3,)
         """
@@ -721,7 +721,7 @@ class SamplerMethods:
           key: A PRNG key to use instead of advancing this generator.
         Returns:
           A float array with values in ``[0, 1]``.
-        Example:
+        Examples:
           >>> x = sm.random.RandomState(0).beta(2.0, 5.0, size=(2, 2))
           >>> x.shape, bool(((0 <= x) & (x <= 1)).all())
           ((2, 2), True)
@@ -737,7 +737,7 @@ class SamplerMethods:
           key: A PRNG key to use instead of advancing this generator.
         Returns:
           An integer array.
-        Example:
+        Examples:
           >>> x = sm.random.RandomState(0).poisson(3.0, size=4)
           >>> x.shape, x.dtype
           ((4,), dtype('int32'))
@@ -755,7 +755,7 @@ class SamplerMethods:
           key: A PRNG key to use instead of advancing this generator.
         Returns:
           An integer array of indices.
-        Example:
+        Examples:
           >>> logits = jnp.log(jnp.array([[1.0, 0.0], [0.0, 1.0]]))
           >>> sm.random.RandomState(0).categorical(logits)
           Array([0, 1], dtype=int32)
@@ -781,7 +781,7 @@ class SamplerMethods:
           key: A PRNG key to use instead of advancing this generator.
         Returns:
           A float array of shape ``size + (n,)``.
-        Example:
+        Examples:
           >>> sm.random.RandomState(0).multivariate_normal(jnp.zeros(2), jnp.eye(2), size=5).shape
           (5, 2)
         """
@@ -799,7 +799,7 @@ class SamplerMethods:
           A float array of non-negative samples.
         Raises:
           ValueError: `df` is concrete and not positive.
-        Example:
+        Examples:
           >>> x = sm.random.RandomState(0).chisquare([1.0, 5.0], size=(3, 2))
           >>> x.shape, bool((x >= 0).all())
           ((3, 2), True)
@@ -820,7 +820,7 @@ class SamplerMethods:
           A float array.
         Raises:
           ValueError: `a` is concrete and not positive.
-        Example:
+        Examples:
           >>> x = sm.random.RandomState(0).power(3.0, size=4)
           >>> x.shape, bool(((0 <= x) & (x <= 1)).all())
           ((4,), True)
@@ -839,7 +839,7 @@ class SamplerMethods:
           A float array.
         Raises:
           ValueError: `df` is concrete and not positive.
-        Example:
+        Examples:
           >>> sm.random.RandomState(0).standard_t(10, size=(2, 3)).shape
           (2, 3)
         """
@@ -867,7 +867,7 @@ class SamplerMethods:
           A float array.
         Raises:
           ValueError: the parameters are concrete and not ordered.
-        Example:
+        Examples:
           >>> x = sm.random.RandomState(0).triangular(-1.0, 0.0, [1.0, 2.0])
           >>> x.shape, bool(((-1 <= x) & (x <= 2)).all())
           ((2,), True)
@@ -883,7 +883,7 @@ class SamplerMethods:
           key: A PRNG key (or int seed) to use instead of advancing this generator.
         Returns:
           A float array of the shape of `input`.
-        Example:
+        Examples:
           >>> x = sm.random.RandomState(0).rand_like(jnp.zeros((2, 3), jnp.float16))
           >>> x.shape, x.dtype
           ((2, 3), dtype('float16'))
@@ -899,7 +899,7 @@ class SamplerMethods:
           key: A PRNG key (or int seed) to use instead of advancing this generator.
         Returns:
           A float array of the shape of `input`.
-        Example:
+        Examples:
           >>> x = sm.random.RandomState(0).randn_like(jnp.arange(4))
           >>> x.shape, x.dtype
           ((4,), dtype('float32'))
@@ -928,7 +928,7 @@ class SamplerMethods:
           An integer array of the shape of `input`.
         Raises:
           ValueError: the bounds are concrete and the range is empty (for example no bound given).
-        Example:
+        Examples:
           >>> x = sm.random.RandomState(0).randint_like(jnp.zeros((2, 2), jnp.int8), 5)
           >>> x.shape, x.dtype, bool(((0 <= x) & (x < 5)).all())
           ((2, 2), dtype('int8'), True)

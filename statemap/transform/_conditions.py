@@ -167,7 +167,7 @@ def cond(pred: Any, true_fun: Callable[..., Any], false_fun: Callable[..., Any],
         different structures or types.
       StateArgumentError: an operand is a `State`.
 
-    Example:
+    Examples:
       >>> count = sm.State(jnp.array(0), name="count")
       >>> def add(x):
       ...     count.value = count.value + 1
@@ -216,7 +216,7 @@ def switch(index: Any, branches: Sequence[Callable[..., Any]], *operands: Any) -
       ControlFlowError: `index` is not an integer scalar, `branches` is empty, or the branches return (or
         leave a state with) different structures or types.
 
-    Example:
+    Examples:
       >>> total = sm.State(jnp.zeros(()), name="total")
       >>> def add(x):
       ...     total.value = total.value + x
@@ -303,7 +303,7 @@ def ifelse(conditions: Any, branches: Sequence[Callable[..., Any]], *operands: A
         scalar, the branches return (or leave a state with) different structures or types, or with
         `check_cond` concrete conditions are not exactly one true.
 
-    Example:
+    Examples:
       >>> hits = sm.State(jnp.zeros(3, jnp.int32), name="hits")
       >>> def branch(k):
       ...     def f(x):

@@ -74,7 +74,7 @@ def function_cache(fun: Callable[..., Any]) -> tuple[dict[Hashable, Any], Hashab
     """(a cache dict that lives as long as `fun`, the key prefix for `fun` in it), or None when `fun` cannot be
     weakly referenced. For a bound method the dict lives with its instance and the prefix is the function.
 
-    Example:
+    Examples:
       >>> from statemap.transform._control import function_cache
       >>> def f(x): return x
       >>> cache, prefix = function_cache(f)

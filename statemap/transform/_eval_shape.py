@@ -41,7 +41,7 @@ def eval_shape(fun: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     Raises:
       StateArgumentError: an argument is a `State`.
 
-    Example:
+    Examples:
       >>> w = sm.ParamState(jnp.ones((3, 2)), name="w")
       >>> n = sm.State(jnp.array(0), name="n")
       >>> def f(x):

@@ -295,7 +295,7 @@ class GradientTransform:
       stateful: The `StatefulFunction` holding the traced signatures.
       grad_states: The distinct states differentiated, in the order first given.
 
-    Example:
+    Examples:
       >>> w = sm.ParamState(jnp.array(3.0), name="w")
       >>> g = sm.transform.grad(lambda x: w.value * x, grad_states=w)
       >>> type(g).__name__, g.grad_states
@@ -596,7 +596,7 @@ def grad(
       StateArgumentError: a State is passed as an argument.
       NaNError: with `debug_nan`, a NaN in the inputs, the value or the gradients.
 
-    Example:
+    Examples:
       >>> w = sm.ParamState(jnp.array([1.0, 2.0]), name="w")
       >>> n = sm.ShortTermState(jnp.array(0), name="n")
       >>> @sm.transform.grad(grad_states=w, return_value=True)
@@ -619,7 +619,7 @@ def grad(
       >>> sm.transform.grad(lambda x: jnp.sum(jnp.sqrt(x)), debug_nan=True)(jnp.array([-1.0, 4.0]))
       Traceback (most recent call last):
       ...
-      statemap.transform._nan_check.NaNError: grad: NaN in the value of the function
+      statemap._errors.NaNError: grad: NaN in the value of the function
       ...
     """
     return _transform_or_decorator(
@@ -683,7 +683,7 @@ def vector_grad(
     Returns:
       A `GradientTransform` returning the gradients (then the value, then aux), as `grad` does.
 
-    Example:
+    Examples:
       >>> x = sm.State(jnp.array([0.0, 1.0, 2.0]), name="x")
       >>> sm.transform.vector_grad(lambda: x.value ** 2, grad_states=x)()
       Array([0., 2., 4.], dtype=float32)
@@ -743,7 +743,7 @@ def fwd_grad(
     Raises:
       TypeError: `fun` does not return a scalar, or a grad state holds an integer value.
 
-    Example:
+    Examples:
       >>> w = sm.ParamState(jnp.array([1.0, 2.0]), name="w")
       >>> f = lambda x: jnp.sum(w.value ** 2 * x)
       >>> sm.transform.fwd_grad(f, grad_states=w)(3.0)
@@ -806,7 +806,7 @@ def jacrev(
     Returns:
       A `GradientTransform` returning the Jacobians (then the value, then aux).
 
-    Example:
+    Examples:
       >>> w = sm.ParamState(jnp.array([1.0, 2.0]), name="w")
       >>> sm.transform.jacrev(lambda x: w.value * x, grad_states=w)(jnp.array([3.0, 4.0]))
       Array([[3., 0.],
@@ -862,7 +862,7 @@ def jacfwd(
     Returns:
       A `GradientTransform` returning the Jacobians (then the value, then aux).
 
-    Example:
+    Examples:
       >>> w = sm.ParamState(jnp.array(2.0), name="w")
       >>> jw, jx = sm.transform.jacfwd(lambda x: w.value * x, grad_states=w, argnums=0)(jnp.array([1.0, 3.0]))
       >>> jw, jx
@@ -919,7 +919,7 @@ def hessian(
     Returns:
       A `GradientTransform` returning the Hessian (then the value, then aux).
 
-    Example:
+    Examples:
       >>> w = sm.ParamState(jnp.array([1.0, 2.0]), name="w")
       >>> sm.transform.hessian(lambda: jnp.sum(w.value ** 3), grad_states=w)()
       Array([[ 6.,  0.],

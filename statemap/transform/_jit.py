@@ -35,7 +35,7 @@ class JittedFunction:
       stateful: The `StatefulFunction` holding the traced signatures.
       name: The name given to `jit` (or None).
 
-    Example:
+    Examples:
       >>> class Counter(sm.nn.Module):
       ...     def __init__(self):
       ...         self.n = sm.ShortTermState(jnp.zeros((), jnp.int32))
@@ -118,7 +118,7 @@ class JittedFunction:
         of the states the function touches (`stateful.get_states`), in that order. Nothing runs and no state
         changes; the function is traced if this signature was not yet.
 
-        Example:
+        Examples:
           >>> s = sm.State(jnp.zeros(3), name="s")
           >>> def step(x):
           ...     s.value = s.value + jnp.sin(x)
@@ -141,7 +141,7 @@ class JittedFunction:
 
         Like ``jax.jit(f).eval_shape(...)``; no state changes, and the trace is cached for later calls.
 
-        Example:
+        Examples:
           >>> w = sm.ParamState(jnp.ones((3, 2)), name="w")
           >>> sm.transform.jit(lambda x: x @ w.value).eval_shape(jnp.ones((4, 3)))
           ShapeDtypeStruct(shape=(4, 2), dtype=float32)
@@ -220,7 +220,7 @@ def jit(
       A `JittedFunction`; also usable as a decorator with or without arguments, and on methods. Its
       `~JittedFunction.lower` and `~JittedFunction.eval_shape` methods work as those of `jax.jit`'s result.
 
-    Example:
+    Examples:
       >>> count = sm.ShortTermState(jnp.array(0), name="count")
       >>> @sm.transform.jit
       ... def step(x):

@@ -370,7 +370,7 @@ def scan(
       StateArgumentError: `init` or `xs` contains a `State`.
       ArgumentError: both `progress_bar` and `pbar` are given, or either is invalid.
 
-    Example:
+    Examples:
       >>> total = sm.State(jnp.zeros(()), name="total")
       >>> def step(c, x):
       ...     total.value = total.value + x
@@ -412,7 +412,7 @@ def checkpointed_scan(
     Returns:
       ``(final_carry, stacked_ys)``.
 
-    Example:
+    Examples:
       >>> w = sm.ParamState(jnp.array(0.5), name="w")
       >>> def loss(xs):
       ...     step = lambda h, x: (jnp.tanh(w.value * h + x), None)
@@ -452,7 +452,7 @@ def for_loop(
     Returns:
       The outputs of `f`, stacked along a new axis 0.
 
-    Example:
+    Examples:
       >>> acc = sm.State(jnp.zeros(2), name="acc")
       >>> def step(x, w):
       ...     acc.value = acc.value + w * x
@@ -593,7 +593,7 @@ def while_loop(cond_fun: Callable[..., Any], body_fun: Callable[..., Any], init_
       ControlFlowError: `cond_fun` writes a state or does not return a scalar boolean, or the carry or a
         written state changes type in one iteration.
 
-    Example:
+    Examples:
       >>> n = sm.State(jnp.array(0), name="n")
       >>> def body(x):
       ...     n.value = n.value + 1
@@ -630,7 +630,7 @@ def bounded_while_loop(
       ArgumentError: `max_steps` or `base` is not a valid int.
       ControlFlowError: as `while_loop`.
 
-    Example:
+    Examples:
       >>> n = sm.State(jnp.array(0), name="n")
       >>> def body(x):
       ...     n.value = n.value + 1

@@ -242,7 +242,7 @@ class StatefulFunction:
       return_only_write: If True (default), only written states' values are outputs; otherwise all touched.
       name: Name used in error messages.
 
-    Example:
+    Examples:
       >>> w = sm.ParamState(jnp.ones(2), name="w")
       >>> n = sm.ShortTermState(jnp.array(0), name="n")
       >>> def f(x):
@@ -401,7 +401,7 @@ def make_jaxpr(
     `return_shape`). The jaxpr's inputs are the argument leaves then the states' leaves; its outputs are the
     result leaves then the states' new leaves (all touched states unless `return_only_write`).
 
-    Example:
+    Examples:
       >>> s = sm.State(jnp.zeros(2), name="s")
       >>> def f(x):
       ...     s.value = s.value + x

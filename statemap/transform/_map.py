@@ -95,7 +95,7 @@ def map(  # noqa: A001 - mirrors jax.lax.map
     Returns:
       The outputs of `f` stacked along axis 0.
 
-    Example:
+    Examples:
       The seed's running counter, done right: a sequential map accumulates into a 0-d state.
 
       >>> counter = sm.ShortTermState(jnp.array(0.0), name="counter")

@@ -62,7 +62,7 @@ class MappingPlan:
       cache: ``'hit'`` or ``'miss'`` for the signature explained; ``'python'`` when it runs in the Python tier
         (its Python body under `jax.vmap` on every call, because it uses a state's concrete value; no rows).
 
-    Example:
+    Examples:
       >>> h = sm.ShortTermState(jnp.zeros(3), name="h")
       >>> f = sm.transform.vmap2(lambda x: h.__setattr__("value", h.value + x), state_in_axes={0: h})
       >>> plan = f.explain(jnp.ones(3))
@@ -130,9 +130,11 @@ class StatefulMapping:
 
     Attributes:
       origin_fun: The wrapped function.
-      state_in_axes / state_out_axes: The normalised ``{axis: predicate}`` dicts.
-      mapping_fn, mapping_kwargs, in_axes, out_axes, axis_size, axis_name, name, static_argnums,
-      static_argnames, axis_env, return_only_write, unexpected_out_state_mapping: As given.
+      config: The frozen `MappingConfig`. Each option is also readable as an attribute of its own name
+        (``in_axes``, ``out_axes``, ``axis_size``, ``axis_name``, ``mapping_fn``, ``mapping_kwargs``,
+        ``axis_env``, ``return_only_write``, ``unexpected_out_state_mapping``, ``state_reduce``, and
+        ``state_in_axes``/``state_out_axes`` as normalised ``{axis: predicate}`` dicts).
+      name: The name used in messages.
 
     Raises:
       TypeError: `in_axes` has an unsupported type, or a selector cannot be converted.
@@ -141,7 +143,7 @@ class StatefulMapping:
       RuntimeError: `MappingRuntimeError` when statemap's own machinery fails. Exceptions raised by `fun` propagate
         with their own type, with a note naming the mapped function.
 
-    Example:
+    Examples:
       The state is the counter of each of three lanes, so it has a leading axis of size 3:
 
       >>> from statemap.util.filter import OfType
@@ -227,7 +229,7 @@ class StatefulMapping:
     def from_config(cls, fun: Callable[..., Any], config: MappingConfig) -> StatefulMapping:
         """The mapping of `fun` with a complete, validated config (what the front-ends build).
 
-        Example:
+        Examples:
           >>> from statemap.transform._mapping_config import MappingConfig
           >>> f = lambda x: x * 2
           >>> config = MappingConfig.create(f, name="doubled", in_axes=0)
@@ -306,7 +308,7 @@ class StatefulMapping:
     def explain(self, *args: Any, **kwargs: Any) -> MappingPlan:
         """Describe, without running or mutating anything, how a call with these arguments treats each state.
 
-        Example:
+        Examples:
           >>> w = sm.ParamState(jnp.ones(3), name="w")
           >>> h = sm.ShortTermState(jnp.zeros((4, 3)), name="h")
           >>> f = sm.transform.vmap2(lambda x: h.__setattr__("value", h.value + w.value * x),
@@ -336,7 +338,7 @@ class StatefulMapping:
 
         Nothing runs and no state changes. A signature in the Python tier (see `explain`) has no single program.
 
-        Example:
+        Examples:
           >>> f = sm.transform.vmap2(lambda x: jnp.sin(x) * 2)
           >>> "sine" in f.lower(jnp.ones(3)).as_text()
           True

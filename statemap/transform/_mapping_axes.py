@@ -26,7 +26,7 @@ _UNMATCHED = object()
 class StateIs:
     """Identity predicate: matches exactly the given states.
 
-    Example:
+    Examples:
       >>> from statemap.transform._mapping_axes import StateIs
       >>> a, b = sm.State(0.0, name="a"), sm.State(0.0, name="b")
       >>> StateIs(a)((), a), StateIs(a)((), b)
@@ -70,7 +70,7 @@ def coerce_selector(selector: Any) -> Predicate:
 def normalize_state_axes(spec: Any, who: str, what: str) -> dict[Hashable, Predicate]:
     """``None`` → ``{}``; dict → ``{axis: predicate}``; a bare selector → ``{0: predicate}``.
 
-    Example:
+    Examples:
       >>> from statemap.transform._mapping_axes import normalize_state_axes
       >>> normalize_state_axes({0: sm.ParamState, None: "frozen"}, "vmap2", "state_in_axes")
       {0: OfType(ParamState), None: WithTag('frozen')}

@@ -61,7 +61,7 @@ class MappingConfig:
         ``'chunked'`` (`map` with a batch size: reductions apply to the stacked per-lane values) or
         ``'sequential'`` (`map` without one: shared states written by a lane are carried to the next).
 
-    Example:
+    Examples:
       >>> from statemap.transform._mapping_config import MappingConfig
       >>> config = MappingConfig.create(lambda self, x: x, name="vmap2", in_axes=(None, 0), static_argnums=0)
       >>> config.bind_first().in_axes, config.bind_first().args.static_argnums

@@ -13,6 +13,8 @@ and the gradients are searched for NaN, in that order; the first of them holding
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -72,7 +74,8 @@ def call_python(
 def _first_operation(rerun: Callable[[], Any]) -> str:
     """The message `jax.debug_nans` gives for the first operation producing a NaN ('' if none is found)."""
     try:
-        with jax.debug_nans(True):
+        # JAX prints a note to stdout when it re-runs a jitted function de-optimised; ours is the message.
+        with jax.debug_nans(True), contextlib.redirect_stdout(io.StringIO()):
             jax.block_until_ready(rerun())  # type: ignore[no-untyped-call]
     except FloatingPointError as e:
         return str(e).splitlines()[0]

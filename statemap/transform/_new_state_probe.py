@@ -16,7 +16,7 @@ def in_new_state_probe() -> bool:
     Returns:
       False.
 
-    Example:
+    Examples:
       >>> sm.transform.in_new_state_probe()
       False
       >>> seen = []

@@ -152,7 +152,7 @@ def vmap2_new_states(
     Returns:
       ``{axis: [new states]}``.
 
-    Example:
+    Examples:
       >>> class Neuron(sm.nn.Module):
       ...     def init_state(self, n=2):
       ...         self.V = sm.HiddenState(sm.random.normal(size=n))
@@ -178,7 +178,7 @@ def pmap2_new_states(
 ) -> dict[int | None, list[State]]:
     """Like `vmap2_new_states`, one member per device (`axis_size` defaults to the local device count).
 
-    Example:
+    Examples:
       >>> class Cell(sm.nn.Module):
       ...     def init_state(self):
       ...         self.h = sm.ShortTermState(sm.random.uniform(size=3))
@@ -206,7 +206,7 @@ def vmap_new_states(
 ) -> Callable[..., Any]:
     """Legacy: map a function that creates states; each new state gets a leading axis (NonBatchState: none).
 
-    Example:
+    Examples:
       >>> made = []
       >>> @sm.transform.vmap_new_states(axis_size=3, in_axes=None)
       ... def make(scale):

@@ -38,7 +38,7 @@ class ProgressBar:
     Raises:
       ArgumentError: `freq` or `count` is not a positive int, both are given, or `desc` is not a str.
 
-    Example:
+    Examples:
       >>> total = sm.State(jnp.zeros(()), name="total")
       >>> def step(c, x):
       ...     total.value = total.value + x

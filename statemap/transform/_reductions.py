@@ -49,7 +49,7 @@ _COLLECTIVES: dict[str, Callable[..., Any]] = {
 def normalize_state_reduce(spec: Any, who: str) -> tuple[tuple[Reduction, Predicate], ...]:
     """``{reduction: selector}`` → ``((reduction, predicate), ...)``; an unknown reduction raises, naming it.
 
-    Example:
+    Examples:
       >>> from statemap.transform._reductions import normalize_state_reduce
       >>> normalize_state_reduce({"mean": sm.ShortTermState}, "vmap2")
       (('mean', OfType(ShortTermState)),)

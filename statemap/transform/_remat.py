@@ -110,7 +110,7 @@ def checkpoint(
     Returns:
       A function with the signature of `fun` (on a method, bound per instance like `jit`).
 
-    Example:
+    Examples:
       >>> calls = sm.State(jnp.array(0), name="calls")
       >>> @sm.transform.checkpoint
       ... def layer(x):

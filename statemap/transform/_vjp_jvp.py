@@ -73,7 +73,7 @@ def vjp(
       StateArgumentError: a primal is a `State`.
       ArgumentError: an `argnums` entry is out of range.
 
-    Example:
+    Examples:
       >>> w = sm.ParamState(jnp.array([1.0, 2.0]), name="w")
       >>> n = sm.State(jnp.array(0), name="n")
       >>> def f(x):
@@ -144,7 +144,7 @@ def jvp(
       ArgumentError: `primals` or `tangents` is not a tuple or list, or `state_tangents` is missing, given
         without `grad_states`, or not in the structure of `grad_states`.
 
-    Example:
+    Examples:
       >>> w = sm.ParamState(jnp.array([1.0, 2.0]), name="w")
       >>> f = lambda x: jnp.sum(w.value * x ** 2)
       >>> sm.transform.jvp(f, (jnp.array([3.0, 4.0]),), (jnp.array([1.0, 0.0]),))

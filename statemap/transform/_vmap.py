@@ -91,7 +91,7 @@ def vmap2(
     Raises:
       BatchAxisError: a state is written per lane but `state_out_axes` does not select it, or axes are wrong.
 
-    Example:
+    Examples:
       >>> w = sm.State(jnp.zeros(3), name="w")
       >>> @sm.transform.vmap2(state_in_axes={0: w}, state_out_axes={0: w})
       ... def step(x):
@@ -185,7 +185,7 @@ def pmap2(
     Returns:
       A `StatefulMapping` using `jax.pmap`; without `fn`, a decorator.
 
-    Example:
+    Examples:
       >>> n = jax.local_device_count()
       >>> total = sm.State(jnp.zeros(n), name="total")
       >>> @sm.transform.pmap2(axis_name="d", state_in_axes={0: total}, state_out_axes={0: total})
@@ -264,7 +264,7 @@ def vmap(
     per lane and writes them back on the same axis; `out_states` scatters written states. Any other state written
     per lane is an error (policy ``'raise'``).
 
-    Example:
+    Examples:
       >>> h = sm.ShortTermState(jnp.zeros(2), name="h")
       >>> f = sm.transform.vmap(lambda x: h.__setattr__("value", h.value + x), in_states={0: {"h": h}})
       >>> _ = f(jnp.array([1.0, 2.0])); h.value

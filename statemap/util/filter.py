@@ -54,7 +54,7 @@ class _Pred:
 class OfType(_Pred):
     """Matches instances of a type.
 
-    Example:
+    Examples:
       >>> from statemap.util.filter import OfType
       >>> OfType(sm.ParamState)((), sm.ParamState(1.0))
       True
@@ -82,7 +82,7 @@ class OfType(_Pred):
 class WithTag(_Pred):
     """Matches objects whose ``tag`` is, or contains, the given string.
 
-    Example:
+    Examples:
       >>> from statemap.util.filter import WithTag
       >>> WithTag("fast")((), sm.State(1.0, tag={"fast", "x"}))
       True
@@ -110,7 +110,7 @@ class WithTag(_Pred):
 class PathContains(_Pred):
     """Matches when the path contains `key` (as an element, or as a path entry's ``key``/``name``/``idx``).
 
-    Example:
+    Examples:
       >>> from statemap.util.filter import PathContains
       >>> PathContains("weight")(("layers", 0, "weight"), None)
       True
@@ -152,7 +152,7 @@ class _Combination(_Pred):
 class Any(_Combination):
     """Matches when any of the filters matches (`Any()` matches nothing).
 
-    Example:
+    Examples:
       >>> from statemap.util.filter import Any
       >>> Any(sm.ParamState, "fast")((), sm.State(0.0, tag="fast"))
       True
@@ -167,7 +167,7 @@ class Any(_Combination):
 class All(_Combination):
     """Matches when all of the filters match (`All()` matches everything).
 
-    Example:
+    Examples:
       >>> from statemap.util.filter import All
       >>> All(sm.ParamState, "fast")((), sm.ParamState(0.0, tag="fast"))
       True
@@ -182,7 +182,7 @@ class All(_Combination):
 class Not(_Pred):
     """Matches when the filter does not.
 
-    Example:
+    Examples:
       >>> from statemap.util.filter import Not
       >>> Not(sm.ParamState)((), sm.ShortTermState(0.0))
       True
@@ -203,7 +203,7 @@ class Not(_Pred):
 class Everything(_Pred):
     """Matches everything.
 
-    Example:
+    Examples:
       >>> from statemap.util.filter import Everything
       >>> Everything()((), 1)
       True
@@ -221,7 +221,7 @@ class Everything(_Pred):
 class Nothing(_Pred):
     """Matches nothing.
 
-    Example:
+    Examples:
       >>> from statemap.util.filter import Nothing
       >>> Nothing()((), 1)
       False
@@ -242,7 +242,7 @@ def to_predicate(filter: Filter) -> Predicate:  # noqa: A002
     str → `WithTag`, type → `OfType`, True or ``...`` → `Everything`, False or None → `Nothing`, list/tuple →
     `Any` of the items, a callable stays as it is. Anything else raises `TypeError`.
 
-    Example:
+    Examples:
       >>> from statemap.util.filter import to_predicate
       >>> to_predicate(sm.ParamState), to_predicate("fast"), to_predicate(...), to_predicate(None)
       (OfType(ParamState), WithTag('fast'), Everything(), Nothing())
