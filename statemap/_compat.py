@@ -12,7 +12,7 @@ import jax
 from jax.extend import core as jex_core
 from jax.extend import source_info_util
 
-__all__ = ["new_trace_input", "current_trace", "use_trace", "batch_dim_in", "is_tracer"]
+__all__ = ["new_trace_input", "current_trace", "use_trace", "batch_dim_in", "is_tracer", "struct_like"]
 
 
 def current_trace() -> Any:
@@ -61,3 +61,21 @@ def batch_dim_in(x: Any, trace: Any) -> int | None:
 def is_tracer(x: Any) -> bool:
     """True for any JAX tracer (public `jax.core.Tracer`)."""
     return isinstance(x, jax.core.Tracer)
+
+
+def struct_like(aval: Any, shape: tuple[int, ...]) -> jax.ShapeDtypeStruct:
+    """A `jax.ShapeDtypeStruct` of `shape` with `aval`'s dtype, weak type and varying manual axes.
+
+    Why: inside `jax.shard_map` (with ``check_vma=True``) a value's type records the mesh axes it varies over;
+    a lane traced from inputs without that record produces a jaxpr that fails to evaluate on the real, varying
+    values (``mul requires varying manual axes to match``). The record is `ShapedArray.manual_axis_type`,
+    accepted by `ShapeDtypeStruct(manual_axis_type=...)` (JAX 0.10). Fallback: without the attribute (other JAX
+    versions) the struct has no such record, as before.
+    """
+    mat = getattr(aval, "manual_axis_type", None)
+    extra: dict[str, Any] = {}
+    if mat is not None and not mat.empty:  # the record needs the (abstract) mesh, taken from the aval's sharding
+        mesh = aval.sharding.mesh
+        spec = jax.sharding.PartitionSpec()  # type: ignore[no-untyped-call]
+        extra = {"manual_axis_type": mat, "sharding": jax.sharding.NamedSharding(mesh, spec)}
+    return jax.ShapeDtypeStruct(shape, aval.dtype, weak_type=aval.weak_type, **extra)  # type: ignore[no-untyped-call]

@@ -63,6 +63,22 @@ def test_use_trace():
     assert [e.primitive.name for e in closed.jaxpr.eqns] == ["mul"]
 
 
+def test_struct_like():
+    """Outside shard_map a plain struct; inside, the struct keeps the varying mesh axes of the aval."""
+    plain = _compat.struct_like(jax.typeof(jnp.ones((2, 3))), (3,))
+    assert (plain.shape, plain.dtype) == ((3,), jnp.float32)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("d",))
+    seen = {}
+
+    def body(x):
+        seen["struct"] = _compat.struct_like(jax.typeof(x), (2,))
+        return x
+
+    spec = jax.sharding.PartitionSpec("d")
+    jax.shard_map(body, mesh=mesh, in_specs=spec, out_specs=spec)(jnp.ones((1, 2)))
+    assert "d" in seen["struct"].manual_axis_type.varying
+
+
 def test_new_trace_input():
     def f(x):
         trace = _compat.current_trace()

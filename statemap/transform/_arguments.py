@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 
+from .. import _compat
 from .._errors import ArgumentError, StateArgumentError, describe_state, message
 from .._state import State
 
@@ -143,9 +144,9 @@ def shape_struct(shape: Any, dtype: Any, weak_type: bool = False) -> jax.ShapeDt
 
 
 def abstract(x: Any) -> jax.ShapeDtypeStruct:
-    """The abstract value of an array, tracer or Python scalar, weak type kept."""
+    """The abstract value of an array, tracer or Python scalar, weak type (and `shard_map` axes) kept."""
     aval = jax.typeof(x)
-    return shape_struct(aval.shape, aval.dtype, aval.weak_type)
+    return _compat.struct_like(aval, tuple(aval.shape))
 
 
 def value_signature(value: Any) -> tuple[Any, ...]:

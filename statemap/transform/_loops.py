@@ -24,10 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _compat
 from .._errors import ArgumentError, ControlFlowError, describe_state, message, short_aval
 from .._state import read_values, write_back
 from .._trace import StateTrace
-from ._arguments import shape_struct
 from ._control import (
     FlatTraced,
     Plan,
@@ -264,7 +264,7 @@ def _run_scan(
     if n > 0 and _disable_jit():
         return _scan_eager(who, f, init, xs, n, opts, bar)
     x_abstract = jax.tree_util.tree_unflatten(
-        xs_tree, [shape_struct(a.shape[1:], a.dtype, a.weak_type) for a in xs_avals]
+        xs_tree, [_compat.struct_like(a, tuple(a.shape[1:])) for a in xs_avals]
     )
     ft, c_pos, y_pos, y_tree = _trace_scan(who, f, init_leaves, init_tree, x_abstract, star)
     e = ft.entry

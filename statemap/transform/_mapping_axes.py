@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from .. import _compat
 from .._errors import BatchAxisError, message, short_aval
 from .._state import State
 from ..util.filter import Path, Predicate, to_predicate
@@ -246,8 +247,4 @@ def drop_axis(x: Any, axis: int) -> jax.ShapeDtypeStruct:
     """Abstract value of one lane of `x` mapped on `axis`."""
     shape = tuple(x.shape)
     axis = axis % len(shape)
-    aval = jax.typeof(x)
-    # JAX leaves ShapeDtypeStruct.__init__ unannotated, so mypy sees an untyped call.
-    return jax.ShapeDtypeStruct(  # type: ignore[no-untyped-call]
-        shape[:axis] + shape[axis + 1 :], x.dtype, weak_type=aval.weak_type
-    )
+    return _compat.struct_like(jax.typeof(x), shape[:axis] + shape[axis + 1 :])
