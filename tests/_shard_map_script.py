@@ -74,6 +74,25 @@ def main() -> int:
 
         np.testing.assert_allclose(sharded(body)(x), x * 4, rtol=1e-6)
 
+    @check
+    def sharded_jit_keeps_state_sharding():
+        from jax.sharding import NamedSharding
+
+        row, rep = NamedSharding(mesh, P("d")), NamedSharding(mesh, P())
+        w = sm.ParamState(jax.device_put(jnp.ones((16, 2)), row), name="w")
+
+        def f(v, scale=1.0):
+            w.value = w.value + v
+            return v * scale
+
+        fast = sm.transform.jit(f, in_shardings=(row,), out_shardings=rep)
+        traced = sm.transform.jit(f, static_argnums=1, in_shardings=(row,), out_shardings=rep)
+        for call in (lambda: fast(x), lambda: traced(x, 1.0), lambda: fast(x)):
+            out = call()
+            assert out.sharding.spec == P(), out.sharding
+            assert w.value.sharding.spec == P("d"), w.value.sharding
+        np.testing.assert_allclose(w.value, 1.0 + 3 * x, rtol=1e-6)
+
     failed = 0
     for name, fn in checks.items():
         try:

@@ -1,4 +1,4 @@
-"""statemap transforms inside `jax.shard_map` (check_vma=True), 8 simulated CPU devices, in their own process.
+"""statemap transforms inside `jax.shard_map` (check_vma=True) and sharded `jit`, 8 simulated CPU devices.
 
 Runs tests/_shard_map_script.py (the `_compat.struct_like` entry keeps the shard_map axes a value varies over).
 
@@ -20,6 +20,7 @@ _CHECKS = [
     "vmap2_reading_a_state_and_a_collective",
     "map_and_loops",
     "jit_grad_cond_inside",
+    "sharded_jit_keeps_state_sharding",
 ]
 
 

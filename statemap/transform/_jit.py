@@ -73,14 +73,41 @@ class JittedFunction:
         self.name = name
         self.stateful = StatefulFunction(fun, static_argnums, static_argnames, name="jit")
         self.donate_argnums = parse_argnums(donate_argnums, "donate_argnums")
+        # `in_shardings`/`out_shardings` are the user's, for the arguments and the result; states keep their own.
+        self._in_shardings = jit_kwargs.pop("in_shardings", None)
+        self._out_shardings = jit_kwargs.pop("out_shardings", None)
         self._jit_kwargs = jit_kwargs
         self._programs: weakref.WeakKeyDictionary[Traced, Program] = weakref.WeakKeyDictionary()
         fast = not self.donate_argnums
-        self._dispatcher = Dispatcher(self._resolve, self.stateful.spec, fast, jit_kwargs)
+        self._dispatcher = Dispatcher(self._resolve, self.stateful.spec, fast, {**jit_kwargs, **self._fast_shardings()})
         functools.update_wrapper(self, fun, updated=())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._dispatcher(args, kwargs)
+
+    def _fast_shardings(self) -> dict[str, Any]:
+        """The user's shardings placed in the fast path's ``(state values, args, kwargs) -> (writes, result)``."""
+        out: dict[str, Any] = {}
+        if self._in_shardings is not None:
+            out["in_shardings"] = (None, _per_argument(self._in_shardings), None)
+        if self._out_shardings is not None:
+            out["out_shardings"] = (None, self._out_shardings)
+        return out
+
+    def _program_shardings(self, sig: CallSignature) -> dict[str, Any]:
+        """The user's shardings placed in a program's ``(argument leaves, state values) -> (writes, result)``."""
+        out: dict[str, Any] = {}
+        if self._in_shardings is not None:
+            per_arg = _per_argument(self._in_shardings)
+            leaves: list[Any] = []
+            for i, arg in enumerate(sig.dyn_args):
+                spec = per_arg if not isinstance(per_arg, tuple) else per_arg[i]
+                leaves.extend([spec] * len(jax.tree_util.tree_leaves(arg)))
+            leaves.extend([None] * len(jax.tree_util.tree_leaves(sig.dyn_kwargs)))
+            out["in_shardings"] = (leaves, None)
+        if self._out_shardings is not None:
+            out["out_shardings"] = (None, self._out_shardings)
+        return out
 
     def _resolve(self, sig: CallSignature, fresh: bool) -> tuple[Program, list[State]]:
         entry = self.stateful.lookup(sig, fresh)
@@ -102,7 +129,7 @@ class JittedFunction:
         if name is not None:  # `jax.jit` names the compiled module after the function: jit_<name>
             run.__name__ = run.__qualname__ = name
 
-        kwargs = dict(self._jit_kwargs)
+        kwargs = {**self._jit_kwargs, **self._program_shardings(sig)}
         if self.donate_argnums:
             donate = resolve_argnums(self.donate_argnums, len(sig.args), "jit", "donate_argnums")
             dynamic = [i for i in range(len(sig.args)) if i not in sig.static_pos]
@@ -163,6 +190,7 @@ class JittedFunction:
             shift_argnums(self.donate_argnums),
             self.name,
             **self._jit_kwargs,
+            **{k: v for k, v in (("in_shardings", self._in_shardings), ("out_shardings", self._out_shardings)) if v},
         )
 
     def clear_cache(self) -> None:
@@ -170,6 +198,11 @@ class JittedFunction:
         self.stateful.clear_cache()
         self._programs.clear()
         self._dispatcher.clear()
+
+
+def _per_argument(shardings: Any) -> Any:
+    """One sharding for every argument, or a tuple with one per positional argument (as `jax.jit` takes them)."""
+    return tuple(shardings) if isinstance(shardings, (list, tuple)) else shardings
 
 
 @overload
@@ -214,7 +247,9 @@ def jit(
       donate_argnums: As in `jax.jit` (donation applies when every dynamic argument is donated).
       name: A name for the compiled program: its operations are placed under ``jax.named_scope(name)`` (shown
         in profiles and HLO metadata) and `JittedFunction.lower` gives a module named ``jit_<name>``.
-      **jit_kwargs: Forwarded to `jax.jit` (e.g. ``keep_unused``, ``device``).
+      **jit_kwargs: Forwarded to `jax.jit` (e.g. ``keep_unused``, ``device``). ``in_shardings`` and
+        ``out_shardings`` apply to the function's own arguments (one sharding, or one per positional argument)
+        and result; the states it reads and writes are not constrained and keep the sharding of their values.
 
     Returns:
       A `JittedFunction`; also usable as a decorator with or without arguments, and on methods. Its
