@@ -33,12 +33,16 @@ def vmap_fn(spmd_axis_name: Hashable | tuple[Hashable, ...] | None) -> Callable[
     return functools.partial(jax.vmap, spmd_axis_name=spmd_axis_name)
 
 
-def is_vmap(mapping_fn: Callable[..., Any]) -> bool:
-    """Whether `mapping_fn` is `jax.vmap` (possibly partially applied): its lanes run inside one program."""
+def _unwrap(mapping_fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = mapping_fn
     while isinstance(fn, functools.partial):
         fn = fn.func
-    return fn is jax.vmap
+    return fn
+
+
+def is_vmap(mapping_fn: Callable[..., Any]) -> bool:
+    """Whether `mapping_fn` is `jax.vmap` (possibly partially applied): its lanes run inside one program."""
+    return _unwrap(mapping_fn) is jax.vmap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +92,11 @@ class MappingConfig:
     @property
     def name(self) -> str:
         return self.args.who
+
+    @property
+    def over_devices(self) -> bool:
+        """True for `jax.pmap`: one lane per device, across every process of a `jax.distributed` job."""
+        return _unwrap(self.mapping_fn) is jax.pmap
 
     @property
     def jitted(self) -> bool:

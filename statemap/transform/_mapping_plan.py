@@ -181,8 +181,8 @@ def trace_lane(fun: Callable[..., Any], config: MappingConfig, sig: CallSignatur
         return carry
 
     axis_env = list(config.axis_env)
-    if config.axis_name is not None:
-        axis_env.append((config.axis_name, guess))
+    if config.axis_name is not None:  # over devices, the axis spans every process's lanes
+        axis_env.append((config.axis_name, guess * jax.process_count() if config.over_devices else guess))
     try:
         with lane_keys() as register:
             entry = trace_stateful(
@@ -577,7 +577,9 @@ def _mapped_lane(
         in_axes=in_axes + ((0,) if needs_dummy else ()),
         out_axes=(tuple(plan.result_axes), out_state_axes),
         axis_name=config.lane_axis_name,
-        axis_size=lt.size,
+        # `jax.pmap` takes the size from the rows each process passes (its local devices); a local size
+        # would break collectives across processes.
+        axis_size=None if config.over_devices else lt.size,
         **extra,
     )
     return mapped, needs_dummy
@@ -625,7 +627,7 @@ def make_program(config: MappingConfig, lt: LaneTrace, plan: StatePlan, sig: Cal
         flat, new_keys = list(arg_leaves), []
         for i, v in enumerate(values):
             if i in rng:
-                new_key, pairs = lane_key_pairs(v, size)
+                new_key, pairs = _local_key_pairs(config, v, size)
                 new_keys.append(new_key)
                 flat.append(pairs)
             else:
@@ -645,6 +647,16 @@ def make_program(config: MappingConfig, lt: LaneTrace, plan: StatePlan, sig: Cal
     exe = jax.jit(run) if config.jitted else run
     program = Program(lt.states, plan.out_list + plan.rng, run, exe, entry.cacheable)
     return Built(program, size, plan.rows)
+
+
+def _local_key_pairs(config: MappingConfig, key: Any, size: int) -> tuple[Any, Any]:
+    """`lane_key_pairs` of this process's lanes: over devices (`pmap`), the lanes of every process are split
+    from one key, so each global device gets its own stream, the same as on one process with all devices."""
+    if not config.over_devices or jax.process_count() == 1:
+        return lane_key_pairs(key, size)
+    new_key, pairs = lane_key_pairs(key, size * jax.process_count())
+    start = jax.process_index() * size
+    return new_key, pairs[start : start + size]
 
 
 def lane_key_pairs(key: Any, size: int) -> tuple[Any, Any]:

@@ -1,0 +1,64 @@
+"""One process of tests/test_multiprocess.py: ``python _multiprocess_worker.py <port> <process_id> <n_processes>``.
+
+With ``n_processes == 1`` it runs alone on 8 CPU devices (the reference); otherwise it joins a
+`jax.distributed` job on 127.0.0.1 with 8 / n_processes CPU devices. Prints ``RESULT <json>`` with the
+values each check computed, gathered to full arrays, so the parent can compare the layouts.
+"""
+
+import json
+import os
+import sys
+
+
+def main() -> int:
+    port, pid, nproc = (int(a) for a in sys.argv[1:4])
+    local = 8 // nproc
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={local}"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax
+
+    if nproc > 1:
+        jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=nproc, process_id=pid)
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    import statemap as sm
+
+    def gathered(x):
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True)).tolist()
+
+    rows = slice(pid * local, (pid + 1) * local)
+    out: dict[str, object] = {"devices": jax.device_count(), "local": jax.local_device_count()}
+
+    # pmap2: collectives, axis_size and axis_index are global; per-device states written back per process.
+    h = sm.ShortTermState(jnp.arange(8.0)[rows], name="h")
+    sm.random.seed(7)
+
+    def step(x):
+        h.value = h.value + jax.lax.psum(x, "d")
+        noise = sm.random.normal()
+        return jnp.stack([jax.lax.pmean(x, "d"), jax.lax.axis_size("d") * 1.0, jax.lax.axis_index("d") * 1.0, noise])
+
+    f = sm.transform.pmap2(step, axis_name="d", state_in_axes={0: h}, state_out_axes={0: h})
+    res = f(jnp.arange(8.0)[rows])
+    out["pmap2"] = gathered(res)
+    out["pmap2_state"] = gathered(h.value)
+    out["key_after"] = np.asarray(jax.random.key_data(sm.random.DEFAULT.value)).tolist()
+    res2 = f(jnp.arange(8.0)[rows])  # compiled once per signature: the second call reuses it
+    out["pmap2_again"] = gathered(res2)[:3]
+
+    class Cell(sm.nn.Module):
+        def init_state(self):
+            self.v = sm.HiddenState(sm.random.uniform(size=(2,)))
+
+    cell = Cell()
+    sm.random.seed(3)
+    sm.transform.pmap2_new_states(cell, axis_size=local)
+    out["pmap2_new_states"] = gathered(cell.v.value)
+    print("RESULT " + json.dumps(out), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
