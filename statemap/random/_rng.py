@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._errors import message
+from .._errors import message, short_aval
 from .._state import State
-from ._samplers import SamplerMethods, _check_key
+from ._samplers import MAX_DIM, SamplerMethods, _check_key
 
 __all__ = [
     "RandomState",
@@ -73,9 +73,9 @@ def _to_key(seed_or_key: Any, who: str = "RandomState") -> Any:
     shape = getattr(seed_or_key, "shape", None)
     if dtype is not None and shape is not None:
         if jnp.issubdtype(dtype, jax.dtypes.prng_key):
-            return seed_or_key
+            return _single_key(who, seed_or_key, tuple(shape), "")
         if np.dtype(dtype) == np.uint32 and tuple(shape)[-1:] == (2,):
-            return jax.random.wrap_key_data(seed_or_key)
+            return jax.random.wrap_key_data(_single_key(who, seed_or_key, tuple(shape)[:-1], " data"))
         if tuple(shape) == () and jnp.issubdtype(dtype, np.integer):
             return jax.random.key(seed_or_key)  # also works on a traced seed
     found = type(seed_or_key).__name__
@@ -88,6 +88,22 @@ def _to_key(seed_or_key: Any, who: str = "RandomState") -> Any:
             "an int seed, an integer scalar array, a typed key (jax.random.key) or raw uint32[2] key data",
             f"{found} {seed_or_key!r:.60}",
             "pass an int such as 0, or a key from jax.random.key",
+        )
+    )
+
+
+def _single_key(who: str, key: Any, batch: tuple[int, ...], what: str) -> Any:
+    """`key` unchanged if it is one key (`batch`, its shape without the key data axis, is empty)."""
+    if batch == ():
+        return key
+    raise ValueError(
+        message(
+            who,
+            f"seed_or_key is an array of {int(np.prod(batch))} keys, not one key",
+            "a single key: a typed key of shape () or raw key data of shape (2,)",
+            f"key{what} with batch shape {batch} ({short_aval(key)})",
+            "pick one key (e.g. keys[0]); to give each lane of a mapping its own key, seed one generator and "
+            "let vmap2 split it",
         )
     )
 
@@ -138,6 +154,39 @@ def lane_keys() -> Iterator[Callable[[Any, Any], None]]:
             registry.pop(k, None)
 
 
+def _key_count(n: Any) -> int:
+    """`n`, the number of keys asked of `split_key`, checked: an int in ``[1, MAX_DIM - 1]``."""
+    try:
+        if isinstance(n, (bool, np.bool_)):
+            raise TypeError
+        num = operator.index(n)
+    except TypeError:
+        raise TypeError(
+            message(
+                "split_key",
+                "n is not an int",
+                "None (one key) or a concrete int >= 1",
+                f"{type(n).__name__} {n!r:.60}",
+                "pass the number of keys as a Python int",
+            )
+        ) from None
+    if num < 1:
+        raise ValueError(
+            message("split_key", "n is less than 1", "None (one key) or an int >= 1", f"n={num}", "pass n > 0")
+        )
+    if num >= MAX_DIM:
+        raise ValueError(
+            message(
+                "split_key",
+                "n is too large for an array dimension",
+                f"an int below {MAX_DIM} (2**63 - 1)",
+                f"n={num}",
+                "pass a smaller number of keys",
+            )
+        )
+    return num
+
+
 class RandomState(State, SamplerMethods):
     """A random number generator state: holds a typed JAX key and advances it on every draw.
 
@@ -176,7 +225,7 @@ class RandomState(State, SamplerMethods):
         another split (see `lane_keys`); every later key is split off as usual.
 
         Raises:
-          TypeError / ValueError: `n` is not an int >= 1; the key is left unchanged.
+          TypeError / ValueError: `n` is not an int in ``[1, 2**63 - 2]``; the key is left unchanged.
 
         Examples:
           >>> rng = sm.random.RandomState(1)
@@ -191,24 +240,7 @@ class RandomState(State, SamplerMethods):
             new, out = jax.random.split(value)
             self.value = new
             return out
-        try:
-            if isinstance(n, (bool, np.bool_)):
-                raise TypeError
-            num = operator.index(n)
-        except TypeError:
-            raise TypeError(
-                message(
-                    "split_key",
-                    "n is not an int",
-                    "None (one key) or a concrete int >= 1",
-                    f"{type(n).__name__} {n!r:.60}",
-                    "pass the number of keys as a Python int",
-                )
-            ) from None
-        if num < 1:
-            raise ValueError(
-                message("split_key", "n is less than 1", "None (one key) or an int >= 1", f"n={num}", "pass n > 0")
-            )
+        num = _key_count(n)
         keys = jax.random.split(self.value, num + 1)
         self.value = keys[0]
         return keys[1:]
@@ -218,6 +250,7 @@ class RandomState(State, SamplerMethods):
 
         Raises:
           TypeError: `seed_or_key` is not a seed or key; the key is left unchanged.
+          ValueError: `seed_or_key` is an array of several keys (a batch shape); the key is left unchanged.
 
         Examples:
           >>> rng = sm.random.RandomState(0); a = rng.rand(2)

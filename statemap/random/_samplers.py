@@ -32,6 +32,8 @@ Size = int | Sequence[int] | None
 
 _MVN_METHODS = ("cholesky", "eigh", "svd")
 
+MAX_DIM = 2**63 - 1  # XLA's array dimensions and element counts are int64
+
 
 # -- argument helpers ---------------------------------------------------------------------------------------
 def _dim(who: str, what: str, d: Any) -> int:
@@ -51,12 +53,33 @@ def _dim(who: str, what: str, d: Any) -> int:
         ) from None
     if n < 0:
         raise ValueError(message(who, f"{what} is negative", "non-negative ints", f"{n}", "use sizes >= 0"))
+    if n > MAX_DIM:
+        raise ValueError(
+            message(
+                who, f"{what} is too large for an array dimension", f"ints <= {MAX_DIM}", f"{n}", "use smaller sizes"
+            )
+        )
     return n
 
 
 def _dims(who: str, dn: Sequence[Any]) -> tuple[int, ...]:
     """The dimensions given as ``*dn`` (to `rand` and `randn`), checked."""
-    return tuple(_dim(who, f"dimension {i}", d) for i, d in enumerate(dn))
+    return _checked_shape(who, "the dimensions", tuple(_dim(who, f"dimension {i}", d) for i, d in enumerate(dn)))
+
+
+def _checked_shape(who: str, what: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """`shape`, if its number of elements fits in an array."""
+    if np.prod(shape, dtype=object) > MAX_DIM:
+        raise ValueError(
+            message(
+                who,
+                f"{what} give too many elements for one array",
+                f"at most {MAX_DIM} elements",
+                f"shape {shape}",
+                "use smaller sizes",
+            )
+        )
+    return shape
 
 
 def _size(who: str, size: Size) -> tuple[int, ...] | None:
@@ -64,7 +87,7 @@ def _size(who: str, size: Size) -> tuple[int, ...] | None:
     if size is None:
         return None
     if isinstance(size, (tuple, list)) or (isinstance(size, (np.ndarray, jax.Array)) and np.ndim(size) == 1):
-        return tuple(_dim(who, f"size[{i}]", d) for i, d in enumerate(size))
+        return _checked_shape(who, "size", tuple(_dim(who, f"size[{i}]", d) for i, d in enumerate(size)))
     return (_dim(who, "size", size),)
 
 
@@ -177,15 +200,30 @@ def _check_values(
         )
 
 
+def _one_key(who: str, key: Any, batch: tuple[int, ...]) -> Any:
+    """`key` if it is a single key (`batch`, its shape without the key data axis, is empty)."""
+    if batch == ():
+        return key
+    raise ValueError(
+        message(
+            who,
+            f"key is an array of {int(np.prod(batch))} keys, not one key",
+            "a single key: a typed key of shape () or raw key data of shape (2,)",
+            f"keys with batch shape {batch}",
+            "pass one key (e.g. keys[0]), or map the sampler with vmap2 to draw once per key",
+        )
+    )
+
+
 def _check_key(who: str, key: Any) -> Any:
     """A key for ``key=``: a typed key, raw ``uint32[..., 2]`` data, or an int seed (integer scalar) made a key."""
     if _is_int(key):
         return jax.random.key(int(key) % (2**32))
     dtype = getattr(key, "dtype", None)
-    if dtype is not None and (
-        jnp.issubdtype(dtype, jax.dtypes.prng_key) or (np.dtype(dtype) == np.uint32 and np.shape(key)[-1:] == (2,))
-    ):
-        return key
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        return _one_key(who, key, np.shape(key))
+    if dtype is not None and np.dtype(dtype) == np.uint32 and np.shape(key)[-1:] == (2,):
+        return _one_key(who, key, np.shape(key)[:-1])
     if dtype is not None and np.shape(key) == () and jnp.issubdtype(dtype, np.integer):
         return jax.random.key(key)  # an integer scalar array seed, also traced
     raise TypeError(
@@ -289,12 +327,13 @@ def _bernoulli(key: Any, p: ArrayLike, size: Size) -> Array:
 
 
 def _choice(key: Any, a: int | ArrayLike, size: Size, replace: bool, p: ArrayLike | None) -> Array:
-    a = _array("choice", "a", a)
+    a = _array("choice", "a", _dim("choice", "a", a) if _is_int(a) else a)
     p = None if p is None else _array("choice", "p", p)
     return jax.random.choice(key, a, _size("choice", size) or (), replace, p)
 
 
 def _permutation(key: Any, x: int | ArrayLike, axis: int, independent: bool) -> Array:
+    x = _dim("permutation", "x", x) if _is_int(x) else x
     return jax.random.permutation(key, _array("permutation", "x", x), axis, independent)
 
 

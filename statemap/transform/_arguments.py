@@ -14,6 +14,8 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from .. import _compat
 from .._errors import ArgumentError, StateArgumentError, describe_state, message
@@ -105,6 +107,47 @@ def positional_names(fun: Callable[..., Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
+_JAX_DTYPES: dict[Any, bool] = {}
+# NumPy's extended precision (float128/complex256 on most platforms) has no JAX counterpart.
+_WIDE_FLOATS = tuple(
+    np.dtype(wide) for wide, std in ((np.longdouble, np.float64), (np.clongdouble, np.complex128)) if wide != std
+)
+
+
+def _is_jax_dtype(dtype: Any) -> bool:
+    """Whether JAX accepts arrays of `dtype`: numbers, bools, and extended dtypes such as PRNG keys."""
+    ok = _JAX_DTYPES.get(dtype)
+    if ok is None:
+        try:
+            ok = jnp.issubdtype(dtype, jax.dtypes.extended) or (
+                (jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_))
+                and np.dtype(dtype).kind not in "mM"  # NumPy counts timedelta64 as an integer type
+                and np.dtype(dtype) not in _WIDE_FLOATS
+            )
+        except TypeError:
+            ok = False
+        _JAX_DTYPES[dtype] = ok
+    return ok
+
+
+def _int_limit() -> int:
+    """A Python int argument becomes a weakly typed int64 array with x64 enabled, int32 otherwise."""
+    return 2**63 if jax.config.read("jax_enable_x64") else 2**31  # type: ignore[no-untyped-call]
+
+
+def _int_overflow(x: int, who: str, where: str) -> ArgumentError:
+    n = _int_limit()
+    return ArgumentError(
+        message(
+            who,
+            f"argument {where} is a Python int too large for JAX's default integer type",
+            f"an int in [{-n}, {n - 1}]",
+            f"int {x}",
+            "pass a smaller int, a float, or mark the argument static (static_argnums/static_argnames)",
+        )
+    )
+
+
 def leaf_signature(x: Any, who: str, where: str) -> Any:
     """Abstract signature of one argument leaf: (shape, dtype, weak_type), or its Python scalar type."""
     try:
@@ -112,9 +155,11 @@ def leaf_signature(x: Any, who: str, where: str) -> Any:
     except AttributeError:
         pass
     else:
-        if getattr(x.dtype, "kind", None) not in ("O", "S", "U", "V"):
+        if _is_jax_dtype(x.dtype):
             return sig
     if type(x) in _SCALAR_TYPES:
+        if type(x) is int and not -_int_limit() <= x < _int_limit():
+            raise _int_overflow(x, who, where)
         return type(x)
     if isinstance(x, State):
         raise StateArgumentError(

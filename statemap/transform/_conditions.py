@@ -37,6 +37,9 @@ __all__ = ["cond", "switch", "ifelse"]
 
 def _scalar_of_kind(x: Any, who: str, what: str, kinds: tuple[Any, ...], expected: str, fix: str) -> Any:
     """Check that `x` is a scalar whose dtype is a subtype of one of `kinds`; return its abstract value."""
+    if type(x) is int and jnp.integer in kinds:
+        # A concrete Python int of any size (``switch(2**40, ...)`` clamps it), never made an int32 array here.
+        return jax.typeof(min(max(x, -1), 1))
     leaf_signature(x, who, what)
     aval = jax.typeof(x)
     if aval.shape != ():
@@ -275,7 +278,7 @@ def _condition_list(conditions: Any, n: int, who: str) -> list[Any]:
             "a scalar boolean (or integer, nonzero meaning true)",
             "reduce it to a scalar (e.g. jnp.any(c))",
         )
-    return out
+    return [bool(c) if type(c) is int else c for c in out]  # a Python int of any size means nonzero
 
 
 def ifelse(conditions: Any, branches: Sequence[Callable[..., Any]], *operands: Any, check_cond: bool = False) -> Any:

@@ -52,14 +52,17 @@ _STATE_FIX = (
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
+_MAX_LENGTH = 2**31 - 1  # jax.lax.scan and the loops count iterations in int32
+
+
 def _scan_length(avals: Sequence[Any], names: Sequence[str], length: Any, who: str) -> int:
     if length is not None:
-        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
+        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or not 0 <= length <= _MAX_LENGTH:
             raise ArgumentError(
                 message(
                     who,
-                    "length is not a non-negative int",
-                    "a Python int >= 0 (or None to take it from xs)",
+                    f"length is not a non-negative int (at most {_MAX_LENGTH})",
+                    "a Python int >= 0 that fits the int32 iteration counter (or None to take it from xs)",
                     f"{type(length).__name__} {length!r:.40}",
                     "pass the number of iterations as an int",
                 )
@@ -263,9 +266,7 @@ def _run_scan(
     bar = make_progress_bar(bars[0], n, who, bars[1])
     if n > 0 and _disable_jit():
         return _scan_eager(who, f, init, xs, n, opts, bar)
-    x_abstract = jax.tree_util.tree_unflatten(
-        xs_tree, [_compat.struct_like(a, tuple(a.shape[1:])) for a in xs_avals]
-    )
+    x_abstract = jax.tree_util.tree_unflatten(xs_tree, [_compat.struct_like(a, tuple(a.shape[1:])) for a in xs_avals])
     ft, c_pos, y_pos, y_tree = _trace_scan(who, f, init_leaves, init_tree, x_abstract, star)
     e = ft.entry
     plan = Plan((e, star, n, opts, bar), e.cacheable, (ft, c_pos, y_pos))
@@ -643,12 +644,12 @@ def bounded_while_loop(
     """
     who = "bounded_while_loop"
     for what, x, low in (("max_steps", max_steps, 0), ("base", base, 2)):
-        if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < low:
+        if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or not low <= x <= _MAX_LENGTH:
             raise ArgumentError(
                 message(
                     who,
-                    f"{what} is not an int >= {low}",
-                    f"a Python int >= {low}",
+                    f"{what} is not an int >= {low} (at most {_MAX_LENGTH})",
+                    f"a Python int >= {low} that fits the int32 iteration counter",
                     f"{type(x).__name__} {x!r:.40}",
                     f"pass e.g. {what}={max(low, 16)}",
                 )

@@ -40,17 +40,20 @@ def _axis_resolver(state_out_axes: Any, who: str) -> Callable[[State], int | Non
 
 
 def _check_size(axis_size: Any, who: str) -> int:
-    if isinstance(axis_size, bool) or not isinstance(axis_size, int) or axis_size < 1:
+    if isinstance(axis_size, bool) or not isinstance(axis_size, int) or not 1 <= axis_size <= _MAX_SIZE:
         raise ValueError(
             message(
                 who,
-                "axis_size must be a positive int",
-                "the number of ensemble members, e.g. axis_size=8",
+                "axis_size must be a positive int that fits an array dimension",
+                f"the number of ensemble members, e.g. axis_size=8 (at most {_MAX_SIZE})",
                 repr(axis_size),
                 "pass axis_size=N with N >= 1",
             )
         )
     return axis_size
+
+
+_MAX_SIZE = 2**63 - 1  # XLA's array dimensions are int64
 
 
 _REPLICATED_FIX = (
