@@ -201,7 +201,7 @@ class Dispatcher:
                     return self._run_outside(e.program, e.states, CallSignature.of(self.spec, args, kwargs))
                 except StatemapError as e:
                     raise without_jax_note(e) from None
-                except TypeError:
+                except (TypeError, OverflowError):
                     CallSignature.of(self.spec, args, kwargs)  # raises a statemap ArgumentError naming a bad argument
                     raise
                 commit(states, written)

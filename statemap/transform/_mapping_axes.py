@@ -101,9 +101,25 @@ def normalize_state_axes(spec: Any, who: str, what: str) -> dict[Hashable, Predi
                         f"write {what}={{0: selector}}; a filter used as a dict key is not supported",
                     )
                 )
-            out[axis] = coerce_selector(selector)
+            out[axis] = _selector(selector, who, what)
         return out
-    return {0: coerce_selector(spec)}
+    return {0: _selector(spec, who, what)}
+
+
+def _selector(selector: Any, who: str, what: str) -> Predicate:
+    """`coerce_selector`, with an error that names the option the selector came from."""
+    try:
+        return coerce_selector(selector)
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            message(
+                who,
+                f"{what} has a selector that is not a filter",
+                "a State, states, a State type, a tag string, ..., a filter or a predicate (path, state) -> bool",
+                f"{type(selector).__name__} {selector!r:.60}",
+                f"select the states with e.g. {what}={{0: sm.ShortTermState}} or {what}={{0: [s1, s2]}}",
+            )
+        ) from e
 
 
 def _check_axis_keys(spec: dict[Any, Any], who: str, what: str) -> None:
@@ -116,7 +132,7 @@ def _check_axis_keys(spec: dict[Any, Any], who: str, what: str) -> None:
                     f"{what} has the key {key!r}, which is not an axis",
                     f"{what}={{axis: selector}} with int or None axes",
                     f"a key of type {type(key).__name__}",
-                    f"write the axis as an int, e.g. {what}={{{int(key)}: ...}}",
+                    f"write the axis as an int, e.g. {what}={{0: ...}}",
                 )
             )
 

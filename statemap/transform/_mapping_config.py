@@ -14,7 +14,7 @@ from typing import Any
 
 import jax
 
-from .._errors import message
+from .._errors import BatchAxisError, message
 from ..util.filter import Predicate
 from ._arguments import ArgSpec, parse_argnums, shift_argnums
 from ._mapping_axes import POLICIES, check_in_axes_type, normalize_state_axes
@@ -185,12 +185,13 @@ def _check_options(fun: Any, who: str, policy: Any, axis_size: Any, mapping_fn: 
                 "use 'raise' (default), 'warn', 'ignore' or 'auto'",
             )
         )
-    if axis_size is not None and (isinstance(axis_size, bool) or not isinstance(axis_size, int) or axis_size < 1):
-        raise ValueError(
+    bad_size = isinstance(axis_size, bool) or not isinstance(axis_size, int) or not 1 <= axis_size < 2**31
+    if axis_size is not None and bad_size:
+        raise BatchAxisError(
             message(
                 who,
-                "axis_size must be a positive int",
-                "axis_size >= 1 or None",
+                "axis_size must be a positive int that fits an array dimension",
+                "1 <= axis_size < 2**31, or None",
                 repr(axis_size),
                 "pass the number of lanes",
             )
