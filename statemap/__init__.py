@@ -4,6 +4,7 @@ Write models as objects holding `State`s; statemap's transforms (`jit`, `grad`, 
 by tracing which states a function reads and writes and thread them through JAX as pure inputs and outputs.
 """
 
+from . import checkpoint as checkpoint
 from . import environ as environ
 from . import nn as nn
 from . import random as random
@@ -12,6 +13,7 @@ from . import typing as typing
 from . import util as util
 from ._errors import ArgumentError as ArgumentError
 from ._errors import BatchAxisError as BatchAxisError
+from ._errors import CheckpointError as CheckpointError
 from ._errors import ConcreteValueError as ConcreteValueError
 from ._errors import ControlFlowError as ControlFlowError
 from ._errors import MappingRuntimeError as MappingRuntimeError
@@ -37,6 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ArgumentError",
     "BatchAxisError",
+    "CheckpointError",
     "ConcreteValueError",
     "ControlFlowError",
     "BatchState",
@@ -56,6 +59,7 @@ __all__ = [
     "StatemapError",
     "TraceContextError",
     "catch_new_states",
+    "checkpoint",
     "environ",
     "nn",
     "random",

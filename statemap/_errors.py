@@ -23,6 +23,7 @@ __all__ = [
     "ControlFlowError",
     "ConcreteValueError",
     "SettingError",
+    "CheckpointError",
 ]
 
 
@@ -146,6 +147,17 @@ class SettingError(StatemapError, ValueError, TypeError):
       ...
       statemap._errors.SettingError: environ.get: unknown setting 'dtt'
       ...
+    """
+
+
+class CheckpointError(StatemapError, ValueError):
+    """A state dict or checkpoint file does not fit the states it is loaded into (names, structures, shapes).
+
+    Also a `ValueError`, like the error of loading mismatched arrays elsewhere.
+
+    Examples:
+      >>> issubclass(sm.CheckpointError, ValueError)
+      True
     """
 
 

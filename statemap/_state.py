@@ -57,13 +57,23 @@ def _is_library_frame(module: str) -> bool:
 
 
 def _creation_site() -> tuple[str, int]:
-    """(filename, line) of the first frame outside the library: where the user created the state."""
+    """(filename, line) of the first frame outside the library: where the user created the state.
+
+    A state the library creates while one of its modules is imported (``random.DEFAULT``) has no user frame:
+    the walk would reach importlib's frames, so the site is the library module's own line instead
+    (tests/test_state.py::test_creation_site_of_a_state_made_at_import_is_the_library_line).
+    """
     frame: Any = sys._getframe(2)
+    last_library: Any = None
     while frame is not None and (
         not frame.f_code.co_filename.startswith(("<doctest", "<string>", "<stdin>"))
         and _is_library_frame(frame.f_globals.get("__name__", ""))
     ):
+        if frame.f_globals.get("__name__", "").startswith("statemap."):
+            last_library = frame
         frame = frame.f_back
+    if frame is not None and last_library is not None and frame.f_globals.get("__name__", "").startswith("importlib"):
+        frame = last_library
     if frame is None:
         return ("<unknown>", 0)
     return (frame.f_code.co_filename, frame.f_lineno)
@@ -189,8 +199,32 @@ class State:
         return "<unnamed>"
 
     # -- value ----------------------------------------------------------------------------------------------
+    # Whether an assignment outside every transform must keep the structure and leaf shapes (see `value`).
+    _fixed_shapes = False
+
     def _check_value(self, value: Any) -> Any:
         return value
+
+    def _check_same_shapes(self, current: Any, value: Any) -> None:
+        """Refuse `value` if its structure or a leaf shape differs from `current` (unless `current` has no leaves)."""
+        old_leaves, old_def_ = jax.tree_util.tree_flatten(current)
+        old_def: Any = old_def_
+        if not old_leaves:
+            return
+        new_leaves, new_def = jax.tree_util.tree_flatten(value)
+        if old_def == new_def and all(np.shape(a) == np.shape(b) for a, b in zip(old_leaves, new_leaves, strict=False)):
+            return
+        raise StateStructureError(
+            message(
+                "State.value",
+                f"{describe_state(self)} was assigned a value of another "
+                f"{'shape' if old_def == new_def else 'pytree structure'} outside any transform",
+                f"{_tree_aval(current)} (a parameter keeps its shapes; its dtype may change)",
+                _tree_aval(value),
+                "assign a value of the same shape, or resize the parameter deliberately with "
+                "`state.restore_value(new_value)` (transforms using it then trace again)",
+            )
+        )
 
     def _visible_level(self, stack: list[_trace.StateTrace]) -> int:
         """Number of frames at the bottom of this thread's stack that do not see this state."""
@@ -201,7 +235,42 @@ class State:
 
     @property
     def value(self) -> Any:
-        """The current value (this trace's view of it inside a transform). Reading it records a read."""
+        """The current value (this trace's view of it inside a transform). Reading it records a read.
+
+        Assigning records a write. Inside a transform the new value must keep the pytree structure (leaf
+        shapes and dtypes may change: the transform traces its outputs). Outside every transform any value is
+        accepted, so that eager code can resize a state (``h.value = jnp.zeros((batch, n))`` in a
+        ``reset_state``) and cached transforms trace again for the new shapes, with one exception: a
+        `ParamState` held by a `statemap.nn.Module` (one with a `path`) keeps its structure and leaf shapes.
+        Its shapes are part of the model's architecture (the module's constructor chose them, state dicts and
+        checkpoints rely on them), so another shape is nearly always a mistake that would otherwise surface
+        later as a JAX shape error inside the model, naming no state. Its dtype may change (a cast to
+        ``bfloat16``), and a parameter without array leaves (``None``, not yet initialised) takes any value.
+        Resize such a parameter deliberately with `restore_value`. A free-standing `ParamState` (no module)
+        is a box the caller manages, and may change shape like any state.
+
+        Raises:
+          StateArgumentError: the value is a `State`.
+          StateStructureError: a write inside a transform changes the pytree structure, or a write outside
+            every transform changes the structure or a leaf shape of a `ParamState` held by a module.
+          TraceContextError: a JAX tracer is assigned outside every statemap transform.
+
+        Examples:
+          >>> class Linear(sm.nn.Module):
+          ...     def __init__(self):
+          ...         self.w = sm.ParamState(jnp.zeros((2, 3)))
+          >>> lin = Linear()
+          >>> lin.w.value = jnp.ones((2, 3), dtype=jnp.bfloat16)  # same shape: fine, the dtype may change
+          >>> lin.w.value = jnp.zeros((1, 3))
+          Traceback (most recent call last):
+          ...
+          statemap._errors.StateStructureError: State.value: state 'w' (ParamState, ...) was assigned a value of ...
+          >>> lin.w.restore_value(jnp.zeros((1, 3))); lin.w.value.shape  # a deliberate resize
+          (1, 3)
+          >>> h = sm.HiddenState(jnp.zeros((2, 3)))
+          >>> h.value = jnp.zeros((5, 3)); h.value.shape  # other states may change shape outside transforms
+          (5, 3)
+        """
         if self._dead is not None:
             self._raise_dead()
         stack = _CONTEXT.stack
@@ -235,7 +304,10 @@ class State:
             return
         if level == 0:
             self._check_no_tracer(value)
-        self._value = self._check_value(value)
+        value = self._check_value(value)
+        if self._fixed_shapes and self._path and self._dead is None:
+            self._check_same_shapes(self._value, value)
+        self._value = value
         self._dead = None
 
     def restore_value(self, value: Any) -> None:
@@ -370,8 +442,8 @@ class State:
         """Write the value of state `other` into this state (a read of `other`, a write of this state).
 
         The two values must have the same pytree structure (the same containers and number of leaves); leaf
-        shapes and dtypes may differ, as for any write. Inside a transform this is recorded like
-        ``self.value = other.value``.
+        shapes and dtypes may differ, as for any write (but see `value` for a `ParamState`). Inside a transform
+        this is recorded like ``self.value = other.value``.
 
         Raises:
           StateArgumentError: `other` is not a `State`.
@@ -449,12 +521,14 @@ class LongTermState(State):
 
 
 class ParamState(LongTermState):
-    """A trainable parameter.
+    """A trainable parameter. In a module, assigning it another shape outside transforms raises (see `value`).
 
     Examples:
       >>> isinstance(sm.ParamState(jnp.ones(3)), sm.LongTermState)
       True
     """
+
+    _fixed_shapes = True
 
 
 class BatchState(LongTermState):

@@ -178,3 +178,75 @@ def test_module_states_created_in_jit_and_used_after():
     np.testing.assert_array_equal(f(jnp.ones(2)), np.ones(2))
     with pytest.raises(sm.TraceContextError, match=r"path|state 'h'|created inside jit"):
         _ = cell.h.value
+
+
+# -- display -------------------------------------------------------------------------------------------------------
+def test_repr_shows_class_paths_types_and_shapes_nested_indented():
+    text = repr(MLP())
+    assert text.splitlines()[0] == "MLP("
+    assert "  layers.0: Linear(\n    weight: ParamState f32[2,2]\n    bias: ParamState f32[2]\n  )" in text
+    assert "  extra.scale: State f32[]" in text and "  extra.pair.0: ShortTermState float" in text
+    assert "  count: ShortTermState i32[]" in text and "not_a_state" not in text
+    assert text.endswith("\n)") and str(MLP()) == text
+
+
+def test_repr_of_an_empty_module_and_a_shared_submodule():
+    class Empty(sm.nn.Module):
+        pass
+
+    class Twice(sm.nn.Module):
+        def __init__(self):
+            self.a = Linear(2)
+            self.b = self.a
+
+    assert repr(Empty()) == "Empty()"
+    text = repr(Twice())
+    assert "  a: Linear(" in text and "  b: Linear(...)  # shown above" in text
+
+
+def test_repr_of_a_dead_state_does_not_raise():
+    holder = {}
+
+    class Box(sm.nn.Module):
+        pass
+
+    box = Box()
+
+    @sm.transform.jit
+    def make(x):
+        holder["s"] = sm.State(x * 2)
+        return x
+
+    make(jnp.ones(2))
+    box.s = holder["s"]
+    assert "s: State" in repr(box)
+
+
+# -- state dicts (the pytree view of a module) -----------------------------------------------------------------------
+def test_state_dict_keys_are_dotted_paths_and_load_writes_in_place():
+    m, other = MLP(), MLP()
+    other.layers[0].weight.value = jnp.full((2, 2), 3.0)
+    d = other.state_dict()
+    assert list(d)[:4] == ["layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias"]
+    assert list(m.state_dict(OfType(sm.ParamState))) == list(d)[:4]
+    weight = m.layers[0].weight
+    m.load_state_dict(d)
+    assert m.layers[0].weight is weight
+    np.testing.assert_array_equal(weight.value, jnp.full((2, 2), 3.0))
+
+
+def test_load_state_dict_errors_name_missing_unexpected_and_misshaped_entries():
+    m = MLP()
+    d = m.state_dict()
+    del d["count"]
+    d["bogus"] = jnp.ones(2)
+    with pytest.raises(
+        sm.CheckpointError,
+        match=r"(?s)missing entries for 'count' \(state 'count' \(ShortTermState.*unexpected entries 'bogus'",
+    ):
+        m.load_state_dict(d)
+    m.load_state_dict(d, strict=False)  # the matching entries load
+    d = m.state_dict()
+    d["layers.1.bias"] = jnp.zeros(5)
+    with pytest.raises(sm.CheckpointError, match=r"(?s)entry 'layers.1.bias' has another shape.*f32\[2\].*f32\[5\]"):
+        m.load_state_dict(d)

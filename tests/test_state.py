@@ -507,3 +507,75 @@ def test_state_trace_stack_is_the_trace():
     with sm.StateTraceStack() as t:
         s.value = s.value + 1
     assert t.states == [s] and t.written == [True]
+
+
+# -- assigning values of another shape (State.value) -------------------------------------------------------------
+def test_param_state_refuses_another_shape_outside_transforms_and_names_it():
+    class MLP(sm.nn.Module):
+        def __init__(self):
+            self.w1 = sm.ParamState(jnp.ones((2, 32)))
+
+    m = MLP()
+    m.states()
+    with pytest.raises(
+        sm.StateStructureError, match=r"(?s)state 'w1' \(ParamState.*another shape.*f32\[2,32\].*f32\[1,32\]"
+    ):
+        m.w1.value = jnp.zeros((1, 32))
+    assert m.w1.value.shape == (2, 32)  # unchanged
+    with pytest.raises(sm.StateStructureError, match="another pytree structure"):
+        m.w1.value = {"a": jnp.zeros((2, 32))}
+
+
+class _Holder(sm.nn.Module):
+    def __init__(self, **states):
+        for k, v in states.items():
+            setattr(self, k, v)
+
+
+def test_param_state_may_change_dtype_and_be_resized_deliberately():
+    m = _Holder(w=sm.ParamState(jnp.ones((2, 3)), name="w"), lazy=sm.ParamState(None))
+    m.w.value = jnp.ones((2, 3), jnp.bfloat16)
+    assert m.w.value.dtype == jnp.bfloat16
+    m.w.restore_value(jnp.zeros((4, 3)))
+    assert m.w.value.shape == (4, 3)
+    m.lazy.value = jnp.ones(5)  # no leaves yet: takes any value
+    assert m.lazy.value.shape == (5,)
+
+
+def test_free_standing_param_state_may_change_shape():
+    w = sm.ParamState(jnp.ones(2), name="w")  # no module: the caller manages its shape
+    w.value = jnp.ones(3)
+    assert w.value.shape == (3,)
+
+
+def test_other_states_may_change_shape_outside_transforms():
+    h = sm.HiddenState(jnp.zeros((2, 3)))
+    h.value = jnp.zeros((8, 3))  # a reset_state for a new batch size
+    s = sm.ShortTermState(0.0)
+    s.value = {"a": jnp.ones(2)}
+    assert h.value.shape == (8, 3) and s.value["a"].shape == (2,)
+
+
+def test_param_state_resized_inside_a_transform_is_still_allowed():
+    w = _Holder(w=sm.ParamState(jnp.ones(2), name="w")).w
+
+    @sm.transform.jit
+    def grow():
+        w.value = jnp.concatenate([w.value, w.value])
+
+    grow()
+    assert w.value.shape == (4,)
+
+
+def test_creation_site_of_a_state_made_at_import_is_the_library_line():
+    filename, line = sm.random.DEFAULT._site
+    assert filename.replace(os.sep, "/").endswith("statemap/random/_rng.py") and line > 0
+    assert sm.random.DEFAULT.source.startswith("_rng.py:")
+    assert "importlib" not in sm.random.DEFAULT.source
+    assert sm.State(0.0).source.startswith("test_state.py:")  # user states still point at the user's line
+
+
+def test_explain_shows_the_library_line_for_random_default():
+    f = sm.transform.vmap2(lambda x: x + sm.random.normal(size=()))
+    (row,) = f.explain(jnp.ones(3)).rows
+    assert row["state"] == "'random.DEFAULT'" and row["created"].startswith("_rng.py:")

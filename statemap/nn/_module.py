@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .._state import State, new_generation, set_path
+from .._errors import TraceContextError, tree_aval
+from .._state import State, new_generation, peek, set_path
 from ..util.filter import Everything, Path, to_predicate
 
 __all__ = ["Module"]
@@ -30,6 +31,46 @@ def _walk(obj: Any, path: Path, seen: set[int]) -> Iterator[tuple[Path, Any]]:
     elif isinstance(obj, dict):
         for key, value in obj.items():
             yield from _walk(value, path + (key,), seen)
+
+
+def _children(obj: Any, path: Path) -> Iterator[tuple[Path, Any]]:
+    """Yield (path, node) for the States and Modules held by `obj` directly (through lists, tuples, dicts)."""
+    if isinstance(obj, (State, Module)):
+        yield path, obj
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _children(value, path + (i,))
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _children(value, path + (key,))
+
+
+def _state_line(state: State) -> str:
+    try:
+        aval = tree_aval(peek(state))
+    except TraceContextError:
+        aval = "<dead>"
+    return f"{type(state).__name__} {aval}"
+
+
+def _repr_lines(module: Module, indent: str, seen: set[int]) -> list[str]:
+    """The lines of `repr(module)` after its first: one per state, a block per sub-module (each shown once)."""
+    seen.add(id(module))
+    lines = []
+    for name, value in vars(module).items():
+        for path, node in _children(value, (name,)):
+            key = ".".join(str(p) for p in path)
+            if isinstance(node, State):
+                lines.append(f"{indent}  {key}: {_state_line(node)}")
+            elif id(node) in seen:
+                lines.append(f"{indent}  {key}: {type(node).__name__}(...)  # shown above")
+            else:
+                inner = _repr_lines(node, indent + "  ", seen)
+                if inner:
+                    lines += [f"{indent}  {key}: {type(node).__name__}(", *inner, f"{indent}  )"]
+                else:
+                    lines.append(f"{indent}  {key}: {type(node).__name__}()")
+    return lines
 
 
 class Module:
@@ -101,6 +142,79 @@ class Module:
     def modules(self) -> dict[Path, Module]:
         """Ordered mapping path → Module of this module and its sub-modules."""
         return {p: n for p, n in _walk(self, (), set()) if isinstance(n, Module)}
+
+    def __repr__(self) -> str:
+        """The class and its states (path, type, shape), sub-modules indented.
+
+        Examples:
+          >>> class Linear(sm.nn.Module):
+          ...     def __init__(self, n):
+          ...         self.weight = sm.ParamState(jnp.ones((n, n)))
+          ...         self.bias = sm.ParamState(jnp.zeros(n))
+          >>> class MLP(sm.nn.Module):
+          ...     def __init__(self):
+          ...         self.layers = [Linear(2), Linear(3)]
+          ...         self.count = sm.ShortTermState(jnp.array(0))
+          >>> MLP()
+          MLP(
+            layers.0: Linear(
+              weight: ParamState f32[2,2]
+              bias: ParamState f32[2]
+            )
+            layers.1: Linear(
+              weight: ParamState f32[3,3]
+              bias: ParamState f32[3]
+            )
+            count: ShortTermState i32[]
+          )
+        """
+        lines = _repr_lines(self, "", set())
+        if not lines:
+            return f"{type(self).__name__}()"
+        return "\n".join([f"{type(self).__name__}(", *lines, ")"])
+
+    def state_dict(self, *filters: Any) -> dict[str, Any]:
+        """Dotted path → value of the states matching any of `filters` (all when none given).
+
+        The pytree view of a module (a `Module` itself is not a pytree: see `statemap.checkpoint`). Keys are
+        paths joined by dots, ``'layers.0.weight'``; values are the states' current values.
+
+        Examples:
+          >>> class M(sm.nn.Module):
+          ...     def __init__(self):
+          ...         self.layers = [sm.ParamState(jnp.ones(2)), sm.ParamState(jnp.ones(3))]
+          >>> {k: v.shape for k, v in M().state_dict().items()}
+          {'layers.0': (2,), 'layers.1': (3,)}
+        """
+        from ..checkpoint import state_dict
+
+        return state_dict(self, *filters)
+
+    def load_state_dict(self, values: Any, strict: bool = True) -> None:
+        """Write `values` (from `state_dict`) into this module's states, in place, after checking every entry.
+
+        Args:
+          values: Dotted path → value.
+          strict: Require exactly one entry per state; with False, unmatched states and entries are skipped.
+        Raises:
+          CheckpointError: a missing or unexpected key (with `strict`), or an entry whose pytree structure,
+            shape or dtype differs from its state's; nothing is written then.
+
+        Examples:
+          >>> class M(sm.nn.Module):
+          ...     def __init__(self):
+          ...         self.w = sm.ParamState(jnp.zeros(2))
+          >>> m = M()
+          >>> m.load_state_dict({"w": jnp.ones(2)}); m.w.value
+          Array([1., 1.], dtype=float32)
+          >>> m.load_state_dict({"v": jnp.ones(2)})
+          Traceback (most recent call last):
+          ...
+          statemap._errors.CheckpointError: load_state_dict: the keys do not match the states: missing entries ...
+        """
+        from ..checkpoint import load_state_dict
+
+        load_state_dict(self, values, strict=strict)
 
     def init_state(self, **kwargs: Any) -> None:
         """Create this module's own states (override it; the default creates none)."""
