@@ -1225,7 +1225,7 @@ def test_explain_reports_every_state_and_does_not_mutate():
     assert len(lines) == 3 + 5
     (h_line,) = [line for line in lines if line.strip().startswith("'h'")]
     assert h_line.split()[-5:] == ["True", "True", "0", "0", "declared"]
-    assert repr(plan) == "MappingPlan(name='vmap2', batch_size=4, states=5)"
+    assert repr(plan) == str(plan)  # the table, also at a prompt
 
 
 def test_explain_miss_then_hit():
@@ -1447,3 +1447,10 @@ def test_threads_with_disjoint_states():
         want_s = 25 * jnp.arange(4.0) * 4 * k
         assert_tree_close(sv, want_s)
         assert_tree_close(out, want_s * k)
+
+
+def test_explain_shows_its_table_at_a_prompt():
+    h = sm.ShortTermState(jnp.zeros(3), name="h")
+    plan = vmap2(lambda x: h.__setattr__("value", h.value + x), state_in_axes={0: h}).explain(jnp.ones(3))
+    assert repr(plan) == str(plan)
+    assert repr(plan).splitlines()[0].startswith("vmap2: batch size 3")

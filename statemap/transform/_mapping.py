@@ -89,8 +89,8 @@ class MappingPlan:
             lines.append("  (no states touched)")
         return "\n".join(lines)
 
-    def __repr__(self) -> str:
-        return f"MappingPlan(name={self.name!r}, batch_size={self.batch_size}, states={len(self.rows)})"
+    def __repr__(self) -> str:  # the table: `f.explain(x)` at a prompt or in a notebook shows it directly
+        return str(self)
 
 
 class StatefulMapping:
