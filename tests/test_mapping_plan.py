@@ -125,3 +125,16 @@ def test_state_out_axes_out_of_range_names_the_state():
     with pytest.raises(sm.BatchAxisError, match=r"state 'g' .* axis 5, which is out of range"):
         sm.transform.vmap2(k, state_out_axes={5: g})(jnp.ones(3))
     assert float(g.value) == 0.0
+
+
+def test_a_0d_leaf_inside_a_pytree_state_is_named():
+    opt = sm.ShortTermState({"count": jnp.zeros((), jnp.int32), "mu": jnp.zeros((16, 3))}, name="opt")
+
+    def f(x):
+        opt.value = {"count": opt.value["count"] + 1, "mu": opt.value["mu"] + x}
+        return x
+
+    with pytest.raises(
+        sm.BatchAxisError, match=r"'opt'.*its leaf \['count'\] i32\[\] has no axis 0(?s:.*)broadcast_to"
+    ):
+        sm.transform.vmap2(f, state_in_axes={0: opt}, state_out_axes={0: opt})(jnp.ones((16, 3)))

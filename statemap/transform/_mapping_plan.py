@@ -215,8 +215,9 @@ def input_role(config: MappingConfig, state: State, forced: dict[int, int]) -> A
 
 
 def state_sizes_of(who: str, state: State, axis: int, guess: int) -> list[Size]:
-    leaves = jax.tree_util.tree_leaves(peek(state))
-    return [(_state_leaf_size(x, axis, state, who, guess), describe_state(state)) for x in leaves]
+    flat = jax.tree_util.tree_flatten_with_path(peek(state))[0]
+    where = (lambda p: "") if len(flat) == 1 else jax.tree_util.keystr  # name the leaf of a pytree state
+    return [(_state_leaf_size(x, axis, state, who, guess, where(p)), describe_state(state)) for p, x in flat]
 
 
 def batch_size(config: MappingConfig, sizes: list[Size]) -> int:
@@ -685,22 +686,28 @@ def _has_size(value: Any, axis: int, size: int) -> bool:
     return bool(leaves) and all(len(getattr(x, "shape", ())) > axis and x.shape[axis] == size for x in leaves)
 
 
-def _state_leaf_size(leaf: Any, axis: int, state: State, who: str, size: int) -> int:
+def _state_leaf_size(leaf: Any, axis: int, state: State, who: str, size: int, path: str = "") -> int:
     shape = tuple(getattr(leaf, "shape", ()))
     nd = len(shape)
     if -nd <= axis < nd:
         return int(shape[axis])
+    what = f"its leaf {path}" if path else "its value"
+    fix = (
+        f"give the state an axis {axis} of the batch size, e.g. {type(state).__name__}(jnp.zeros({size})) for a "
+        f"0-d value mapped over {size} lanes"
+        if not path
+        else f"give every leaf an axis {axis} of the batch size, e.g. jnp.broadcast_to(leaf, ({size},) + "
+        "leaf.shape) for a 0-d leaf such as an optimizer's step count"
+    )
     raise BatchAxisError(
         message(
             who,
-            f"{describe_state(state)} is selected by state_in_axes on axis {axis} but its value "
+            f"{describe_state(state)} is selected by state_in_axes on axis {axis} but {what} "
             f"{short_aval(leaf)} has no axis {axis}",
             f"a value with a mapped axis {axis} whose size is the batch size (one slot per lane)",
             f"shape {shape} ({nd} dimension(s))",
-            f"give the state an axis {axis} of the batch size, e.g. {type(state).__name__}(jnp.zeros({size})) "
-            f"for a 0-d value mapped over {size} lanes; or, "
-            "for a running sum over the inputs, use statemap.transform.map(f, xs), which runs the lanes "
-            "sequentially",
+            f"{fix}; or, for a running sum over the inputs, use statemap.transform.map(f, xs), which runs the "
+            "lanes sequentially",
         )
     )
 
