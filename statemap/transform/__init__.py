@@ -32,6 +32,8 @@ from ._remat import checkpoint as checkpoint
 from ._remat import remat as remat
 from ._vjp_jvp import jvp as jvp
 from ._vjp_jvp import vjp as vjp
+from ._shard_map import StatefulShardMap as StatefulShardMap
+from ._shard_map import shard_map as shard_map
 from ._vmap import pmap2 as pmap2
 from ._vmap import vmap as vmap
 from ._vmap import vmap2 as vmap2
@@ -72,6 +74,8 @@ __all__ = [
     "map",
     "pmap2",
     "pmap2_new_states",
+    "shard_map",
+    "StatefulShardMap",
     "vmap",
     "vmap2",
     "vmap2_new_states",

@@ -1,0 +1,103 @@
+"""Tests for statemap/transform/_shard_map.py: a stateful `jax.shard_map`, against the pure `jax.shard_map`.
+
+conftest.py gives this process 2 CPU devices; the mesh uses all of them.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+import statemap as sm
+
+MESH = Mesh(np.array(jax.devices()), ("d",))
+N = len(jax.devices())
+X = jnp.arange(float(4 * N * 3)).reshape(4 * N, 3) / 10
+
+
+def _model():
+    rows = sm.ShortTermState(jnp.ones((4 * N, 3)), name="rows")  # split by rows
+    total = sm.ShortTermState(jnp.zeros(3), name="total")  # replicated, written with a reduced value
+
+    def step(x):
+        rows.value = rows.value * 0.5 + x
+        total.value = total.value + jax.lax.psum(x.sum(axis=0), "d")
+        return jnp.tanh(rows.value) * 2
+
+    return rows, total, step
+
+
+def test_parity_with_pure_shard_map():
+    rows, total, step = _model()
+    f = sm.transform.shard_map(step, MESH, P("d"), P("d"), state_in_specs={P("d"): rows})
+
+    def pure(r, t, x):
+        r = r * 0.5 + x
+        return jnp.tanh(r) * 2, r, t + jax.lax.psum(x.sum(axis=0), "d")
+
+    ref = jax.shard_map(pure, mesh=MESH, in_specs=(P("d"), P(), P("d")), out_specs=(P("d"), P("d"), P()))
+    r, t = jnp.ones((4 * N, 3)), jnp.zeros(3)
+    for _ in range(2):
+        out = f(X)
+        want, r, t = ref(r, t, X)
+        np.testing.assert_allclose(out, want, rtol=1e-6)
+        np.testing.assert_allclose(rows.value, r, rtol=1e-6)
+        np.testing.assert_allclose(total.value, t, rtol=1e-6)
+
+
+def test_random_streams_differ_per_shard_and_follow_the_seed():
+    rng = sm.random.RandomState(0)
+    f = sm.transform.shard_map(lambda x: x + rng.normal(size=x.shape), MESH, P("d"), P("d"))
+    rng.seed(3)
+    a = f(jnp.zeros((N, 2)))
+    rng.seed(3)
+    b = f(jnp.zeros((N, 2)))
+    np.testing.assert_array_equal(a, b)
+    assert len({tuple(np.asarray(row).tolist()) for row in a}) == N  # every shard its own numbers
+    c = f(jnp.zeros((N, 2)))
+    assert not np.array_equal(a, c)  # the key advanced once per call
+
+
+def test_undeclared_per_shard_write_is_an_error_and_changes_nothing():
+    s = sm.ShortTermState(jnp.zeros(3), name="per_shard")
+
+    def g(x):
+        s.value = s.value + x.sum(axis=0)
+        return x
+
+    with pytest.raises(sm.BatchAxisError, match="'per_shard'.*differs per shard"):
+        sm.transform.shard_map(g, MESH, P("d"), P("d"))(X)
+    np.testing.assert_array_equal(s.value, jnp.zeros(3))
+    f = sm.transform.shard_map(g, MESH, P("d"), P("d"), state_out_specs={P("d"): s})
+    f(X)  # declared: each shard's value comes back as its block
+    assert s.value.shape == (3 * N,)
+
+
+def test_a_state_that_does_not_divide_is_named():
+    odd = sm.ShortTermState(jnp.zeros((2 * N + 1, 3)), name="odd")
+    f = sm.transform.shard_map(lambda x: x + odd.value.sum(), MESH, P("d"), P("d"), state_in_specs={P("d"): odd})
+    with pytest.raises(sm.BatchAxisError, match=r"'odd'.*does not divide along dimension 0"):
+        f(X)
+
+
+def test_under_jit_and_after_an_exception():
+    rows, total, step = _model()
+    f = sm.transform.shard_map(step, MESH, P("d"), P("d"), state_in_specs={P("d"): rows})
+    sm.transform.jit(f)(X)
+    np.testing.assert_allclose(rows.value, 0.5 + X, rtol=1e-6)
+    before = np.asarray(rows.value)
+
+    def failing(x):
+        rows.value = rows.value + x
+        raise RuntimeError("shard body failed")
+
+    with pytest.raises(RuntimeError, match="shard body failed"):
+        sm.transform.shard_map(failing, MESH, P("d"), P("d"), state_in_specs={P("d"): rows})(X)
+    np.testing.assert_array_equal(rows.value, before)
+
+
+def test_bad_state_specs_are_rejected():
+    with pytest.raises(TypeError, match="state_in_specs"):
+        sm.transform.shard_map(lambda x: x, MESH, P("d"), P("d"), state_in_specs={0: sm.ShortTermState})
