@@ -101,3 +101,31 @@ def test_under_jit_and_after_an_exception():
 def test_bad_state_specs_are_rejected():
     with pytest.raises(TypeError, match="state_in_specs"):
         sm.transform.shard_map(lambda x: x, MESH, P("d"), P("d"), state_in_specs={0: sm.ShortTermState})
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "max", "add"])
+def test_state_reduce_over_shards_matches_a_plain_loop(reduction):
+    s = sm.ShortTermState(jnp.array([1.0, -1.0, 0.5]), name="s")
+    old = s.value
+
+    def g(x):
+        s.value = s.value + x.sum(axis=0)
+        return x
+
+    sm.transform.shard_map(g, MESH, P("d"), P("d"), state_reduce={reduction: s})(X)
+    new = jnp.stack([old + blk.sum(axis=0) for blk in jnp.split(X, N)])
+    want = {"mean": new.mean(0), "sum": new.sum(0), "max": new.max(0), "add": old + (new - old[None]).sum(0)}
+    np.testing.assert_allclose(s.value, want[reduction], rtol=1e-6)
+
+
+def test_explain_shows_each_state():
+    rows, total, step = _model()
+    rng = sm.random.RandomState(0)
+    f = sm.transform.shard_map(
+        lambda x: step(x) + rng.normal(size=x.shape), MESH, P("d"), P("d"), state_in_specs={P("d"): rows}
+    )
+    by_name = {r["state"]: r for r in f.explain(X).rows}
+    assert (by_name["'rows'"]["in_axis"], by_name["'rows'"]["out_axis"]) == ("P('d',)", "P('d',)")
+    assert (by_name["'total'"]["in_axis"], by_name["'total'"]["how"]) == ("broadcast", "replicated")
+    assert any(r["in_axis"] == "split-rng" for r in by_name.values())
+    np.testing.assert_array_equal(rows.value, jnp.ones((4 * N, 3)))  # explain runs nothing

@@ -34,8 +34,10 @@ from ..random._rng import RandomState, lane_keys
 from ..util.filter import Predicate
 from ._arguments import ArgSpec, CallSignature
 from ._dispatch import Dispatcher, Program, check_signatures
+from ._mapping import MappingPlan
 from ._mapping_axes import coerce_selector
 from ._mapping_plan import lane_key_pairs
+from ._reductions import label, lane_reduce, match_reduction, normalize_state_reduce
 
 __all__ = ["shard_map", "StatefulShardMap"]
 
@@ -50,6 +52,7 @@ def shard_map(
     *,
     state_in_specs: dict[Any, Any] | None = None,
     state_out_specs: dict[Any, Any] | None = None,
+    state_reduce: dict[Any, Any] | None = None,
     check_vma: bool = True,
 ) -> StatefulShardMap:
     """`jax.shard_map` for a function that reads and writes states (see the module docstring for the rules).
@@ -59,6 +62,8 @@ def shard_map(
       mesh / in_specs / out_specs / check_vma: As in `jax.shard_map` (specs for positional arguments).
       state_in_specs: ``{PartitionSpec: selector}``: states split by that spec (each shard sees its block).
       state_out_specs: ``{PartitionSpec: selector}``: written states that come back with that spec.
+      state_reduce: ``{reduction: selector}`` for replicated states written per shard, as in `vmap2`: the
+        reduction over all shards (a collective over every mesh axis); they come back replicated.
 
     Returns:
       A `StatefulShardMap`; call it like `f`.
@@ -82,7 +87,7 @@ def shard_map(
       >>> f(jnp.ones((2 * n, 3))).shape == (2 * n, 3), float(rows.value.sum()) == 6 * n, float(total.value[0]) == 2 * n
       (True, True, True)
     """
-    return StatefulShardMap(f, mesh, in_specs, out_specs, state_in_specs, state_out_specs, check_vma)
+    return StatefulShardMap(f, mesh, in_specs, out_specs, state_in_specs, state_out_specs, state_reduce, check_vma)
 
 
 def _specs(spec: dict[Any, Any] | None, what: str) -> tuple[tuple[P, Predicate], ...]:
@@ -129,6 +134,7 @@ class StatefulShardMap:
         out_specs: Any,
         state_in_specs: dict[Any, Any] | None,
         state_out_specs: dict[Any, Any] | None,
+        state_reduce: dict[Any, Any] | None,
         check_vma: bool,
     ) -> None:
         if not callable(f):
@@ -137,6 +143,7 @@ class StatefulShardMap:
         self.mesh, self.in_specs, self.out_specs, self.check_vma = mesh, in_specs, out_specs, check_vma
         self._state_in = _specs(state_in_specs, "state_in_specs")
         self._state_out = _specs(state_out_specs, "state_out_specs")
+        self._reduce = normalize_state_reduce(state_reduce, "shard_map")
         self._plans: dict[Hashable, tuple[Program, int]] = {}
         self._dispatcher = Dispatcher(self._resolve, ArgSpec("shard_map"), fast=True)
         functools.update_wrapper(self, f, updated=())
@@ -156,6 +163,26 @@ class StatefulShardMap:
             self._plans[sig.key] = (program, generation())
         return program, found.states
 
+    def explain(self, *args: Any) -> MappingPlan:
+        """How a call with these arguments treats each state, without running it (as `StatefulMapping.explain`).
+
+        Examples:
+          >>> import numpy as np
+          >>> from jax.sharding import Mesh, PartitionSpec as P
+          >>> mesh = Mesh(np.array(jax.devices()), ("d",))
+          >>> h = sm.ShortTermState(jnp.zeros((2 * len(jax.devices()),)), name="h")
+          >>> f = sm.transform.shard_map(lambda x: h.__setattr__("value", h.value + x), mesh, P("d"), P("d"),
+          ...                            state_in_specs={P("d"): h})
+          >>> row = f.explain(jnp.ones(2 * len(jax.devices()))).rows[0]
+          >>> row["state"], row["in_axis"], row["out_axis"], row["how"]
+          ("'h'", "P('d',)", "P('d',)", 'declared')
+        """
+        sig = CallSignature.of(self._dispatcher.spec, args, {})
+        found = _discover(self, sig)
+        rows = [_row(self, found, i) for i in range(len(found.states))]
+        cached = self._plans.get(sig.key)
+        return MappingPlan("shard_map", self.mesh.size, rows, "hit" if cached else "miss")
+
     def _role(self, state: State) -> Any:
         if isinstance(state, RandomState) and getattr(peek(state), "shape", None) == ():
             return _RNG
@@ -169,6 +196,7 @@ class _Found:
         self.states: list[State] = []
         self.roles: list[Any] = []
         self.written: list[bool] = []
+        self.read: list[bool] = []
         self.varies: list[bool] = []
 
 
@@ -190,6 +218,7 @@ def _discover(sm_: StatefulShardMap, sig: CallSignature) -> _Found:
             found.states.append(state)
             found.roles.append(sm_._role(state))
             found.written.append(frame.written[i])
+            found.read.append(frame.read[i])
             found.varies.append(frame.written[i] and _varies(frame.values[i]))
         return ()
 
@@ -278,6 +307,30 @@ def _out_spec(sm_: StatefulShardMap, found: _Found, i: int) -> P:
     return _spec()
 
 
+def _row(sm_: StatefulShardMap, found: _Found, i: int) -> dict[str, Any]:
+    state, role = found.states[i], found.roles[i]
+    in_axis = "split-rng" if role == _RNG else (repr(role) if isinstance(role, P) else "broadcast")
+    row = {
+        "state": state._label(),
+        "type": type(state).__name__,
+        "created": state.source,
+        "shape": str(tuple(getattr(peek(state), "shape", ()))),
+        "read": found.read[i],
+        "written": found.written[i],
+        "in_axis": in_axis,
+        "out_axis": "-",
+        "how": "rng" if role == _RNG else "read-only",
+    }
+    if found.written[i] and role != _RNG:
+        reduction = match_reduction(sm_._reduce, state)
+        if reduction is not None:
+            row["out_axis"], row["how"] = "P()", label(reduction)
+        else:
+            row["out_axis"] = repr(_out_spec(sm_, found, i))
+            row["how"] = "declared" if isinstance(role, P) or _match(sm_._state_out, state) else "replicated"
+    return row
+
+
 def _spec(*names: Any) -> P:
     """A `PartitionSpec` (typed: JAX's constructor is not annotated)."""
     return P(*names)  # type: ignore[no-untyped-call]
@@ -289,7 +342,8 @@ def _program(sm_: StatefulShardMap, sig: CallSignature, found: _Found) -> Progra
     writes = [i for i, w in enumerate(found.written) if w and found.roles[i] != _RNG]
     rng = [i for i, r in enumerate(found.roles) if r == _RNG]
     in_state_specs = tuple(_spec(axes) if r == _RNG else (r if isinstance(r, P) else _spec()) for r in found.roles)
-    out_state_specs = tuple(_out_spec(sm_, found, i) for i in writes)
+    reduced = {i: r for i in writes if (r := match_reduction(sm_._reduce, states[i])) is not None}
+    out_state_specs = tuple(_spec() if i in reduced else _out_spec(sm_, found, i) for i in writes)
     sigs = tuple(
         tuple((a.shape, a.dtype, a.weak_type) for a in map(jax.typeof, jax.tree_util.tree_leaves(peek(s))))
         for s in states
@@ -306,7 +360,13 @@ def _program(sm_: StatefulShardMap, sig: CallSignature, found: _Found) -> Progra
                 views[id(s)] = b
             with StateTrace(functools.partial(_view, views), "shard_map") as frame:
                 out = sm_.origin_fun(*args)
-        return out, tuple(frame.values[frame.index(states[i])] for i in writes)  # type: ignore[index]
+        new = []
+        for i in writes:
+            value = frame.values[frame.index(states[i])]  # type: ignore[index]
+            if i in reduced:  # a collective over every mesh axis: the same value on every shard
+                value = lane_reduce(reduced[i], value, views[id(states[i])], axes)
+            new.append(value)
+        return out, tuple(new)
 
     mapped = jax.shard_map(
         body,
