@@ -56,6 +56,29 @@ def main() -> int:
     sm.random.seed(3)
     sm.transform.pmap2_new_states(cell, axis_size=local)
     out["pmap2_new_states"] = gathered(cell.v.value)
+    # The stateful shard_map over a global mesh: states and arguments are global arrays.
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    mesh = Mesh(np.array(jax.devices()), ("d",))
+    row = NamedSharding(mesh, P("d"))
+    full = np.arange(16.0, dtype=np.float32).reshape(8, 2)
+    glob = jax.make_array_from_process_local_data(row, full[pid * local : (pid + 1) * local])
+    cells = sm.ShortTermState(jax.make_array_from_process_local_data(row, np.ones((local, 2), np.float32)))
+    count = sm.ShortTermState(jnp.zeros(()), name="count")
+    sm.random.seed(11)
+
+    def shard_step(x):
+        cells.value = cells.value * 2 + x
+        count.value = count.value + 1.0
+        return x + sm.random.normal(size=x.shape)
+
+    g = sm.transform.shard_map(shard_step, mesh, P("d"), P("d"), state_in_specs={P("d"): cells},
+                               state_reduce={"add": count})  # fmt: skip
+    res = g(glob)
+    out["shard_map"] = gathered(res)
+    out["shard_map_state"] = gathered(cells.value)
+    out["shard_map_count"] = float(count.value)
     print("RESULT " + json.dumps(out), flush=True)
     return 0
 

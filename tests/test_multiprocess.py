@@ -70,7 +70,11 @@ def test_two_processes_see_eight_devices(runs):
     assert [r["devices"] for r in double] == [8, 8] and [r["local"] for r in double] == [4, 4]
 
 
-@pytest.mark.parametrize("key", ["pmap2", "pmap2_state", "key_after", "pmap2_again", "pmap2_new_states"])
+@pytest.mark.parametrize(
+    "key",
+    ["pmap2", "pmap2_state", "key_after", "pmap2_again", "pmap2_new_states", "shard_map", "shard_map_state",
+     "shard_map_count"],
+)  # fmt: skip
 def test_pmap2_across_processes_matches_one_process(runs, key):
     single, double = runs
     for r in double:  # every process computes the same global result
