@@ -193,3 +193,61 @@ def test_a_dead_replaced_state_is_dropped_and_the_new_one_used():
     gc.collect()
     assert float(f(jnp.ones(3))) == 3.0
     np.testing.assert_allclose(m.h.value, jnp.ones(3))
+
+
+@pytest.mark.parametrize("kind", ["jit", "vmap2"])
+def test_a_state_rebound_by_another_thread_during_the_first_trace_is_seen_later(kind):
+    import threading
+
+    m = sm.nn.Module()
+    m.w = sm.State(jnp.array(1.0), name="w1")
+    keep = m.w  # the old state stays alive
+    traced, rebound = threading.Event(), threading.Event()
+    first = [True]
+
+    def f(x):
+        v = m.w.value
+        if first[0]:
+            first[0] = False
+            traced.set()
+            rebound.wait(5)  # another thread re-binds m.w while this trace runs
+        return x + v
+
+    def other():
+        traced.wait(5)
+        m.w = sm.State(jnp.array(100.0), name="w2")
+        rebound.set()
+
+    g = T.jit(f) if kind == "jit" else T.vmap2(f)
+    x = jnp.array(1.0) if kind == "jit" else jnp.ones(2)
+    t = threading.Thread(target=other)
+    t.start()
+    g(x)
+    t.join()
+    for _ in range(2):
+        np.testing.assert_allclose(g(x), 101.0 * jnp.ones_like(x))
+    assert keep.name == "w1"
+
+
+@pytest.mark.parametrize("kind", ["jit", "vmap2"])
+def test_every_compiled_state_shape_is_checked_after_a_new_generation(kind):
+    m = sm.nn.Module()
+    m.w = sm.State(jnp.array(1.0), name="w1")
+    keep = m.w
+    s = sm.State(jnp.zeros(2), name="s")
+
+    def f(x):
+        if s.value.shape[0] == 2:  # only this state shape touches m.w
+            return x + m.w.value + s.value.sum()
+        return x + s.value.sum()
+
+    g = T.jit(f) if kind == "jit" else T.vmap2(f)
+    x = jnp.array(1.0) if kind == "jit" else jnp.ones(1)
+    g(x), g(x)
+    s.value = jnp.zeros(3)
+    g(x), g(x)  # the same arguments, another state shape: a second compiled program
+    m.w = sm.State(jnp.array(100.0), name="w2")
+    g(x)
+    s.value = jnp.zeros(2)
+    np.testing.assert_allclose(g(x), 101.0 * jnp.ones_like(x))
+    assert keep.name == "w1"

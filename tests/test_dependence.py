@@ -114,3 +114,17 @@ def test_walk_matches_vmap_on_generated_programs(program):
     walked = batched_outputs(closed, batched)
     assert walked is not None
     np.testing.assert_array_equal(walked, _traced(closed, batched))
+
+
+@pytest.mark.parametrize(
+    "f",
+    [
+        lambda x, y: jax.lax.optimization_barrier((x + 1.0, y * 2.0)),
+        lambda x, y: jax.device_put((x + 1.0, y)),
+    ],
+)
+def test_pass_through_primitives_keep_each_output_to_its_input(f):
+    closed = _jaxpr(f, jnp.ones(2), jnp.ones(2))
+    for pattern in ([True, False], [False, True]):
+        walked = batched_outputs(closed, pattern)
+        assert walked is None or walked == _traced(closed, pattern)

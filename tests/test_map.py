@@ -263,3 +263,14 @@ def test_map_reuses_its_compiled_program_for_the_same_function():
     for _ in range(3):
         sm.transform.map(f, jnp.arange(3.0), batch_size=2)
     assert len(calls) == 1
+
+
+def test_a_sequential_map_carries_a_state_declared_unbatched():
+    s = sm.ShortTermState(jnp.zeros(()), name="s")
+
+    def f(x):
+        s.value = s.value + 1.0
+        return x
+
+    sm.transform.map(f, jnp.arange(4.0), state_out_axes={None: s})
+    assert float(s.value) == 4.0  # as a plain loop

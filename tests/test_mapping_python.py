@@ -186,3 +186,20 @@ def test_nested_mapping_in_the_python_tier():
     outer = T.vmap2(lambda row: inner(row) + 1 if flag.value else row)
     x = jnp.arange(6.0).reshape(2, 3)
     np.testing.assert_allclose(outer(x), x * 2 + 1)
+
+
+def test_nested_python_tiers_judge_writes_by_their_own_axis():
+    s = sm.State(jnp.zeros(()), name="s")
+    flag = sm.State(True, name="flag")
+
+    def inner(x, y):
+        if not flag.value:
+            return x
+        s.value = y * 1.0  # varies with the outer map only
+        return x + y
+
+    inner_map = T.vmap2(inner, in_axes=(0, None))
+    outer = T.vmap2(lambda y: inner_map(jnp.arange(3.0), y) if flag.value else y, state_out_axes={0: s})
+    out = outer(jnp.array([10.0, 20.0]))
+    np.testing.assert_allclose(out, jnp.array([[10.0, 11.0, 12.0], [20.0, 21.0, 22.0]]))
+    np.testing.assert_allclose(s.value, [10.0, 20.0])

@@ -100,3 +100,13 @@ def test_explain_and_clear_cache_see_static_leaves():
     assert mapped.explain(x, "minus", jnp.sin, 1, {"k": 1}).cache == "miss"
     mapped.clear_cache()
     assert mapped.cache_info["size"] == 0
+
+
+def test_negative_zero_and_nan_are_their_own_static_values():
+    mapped = T.vmap2(lambda x, s: x * jnp.copysign(1.0, s), in_axes=(0, None))
+    x = jnp.ones(2)
+    np.testing.assert_allclose(mapped(x, 0.0), jax.vmap(lambda v: v * jnp.copysign(1.0, 0.0))(x))
+    np.testing.assert_allclose(mapped(x, -0.0), jax.vmap(lambda v: v * jnp.copysign(1.0, -0.0))(x))
+    for _ in range(3):
+        mapped(x, float("nan"))
+    assert mapped.cache_info["size"] == 3  # 0.0, -0.0 and one for NaN

@@ -4,7 +4,8 @@ Pass 3 of a mapping plan (`_mapping_plan.discover`) needs, for every output of t
 batched when the given inputs are. Tracing the jaxpr under `jax.vmap` answers exactly but costs as much as a
 first call of a small mapping; for most jaxprs a walk over the equations gives the same answer: an equation's
 outputs are batched exactly when one of its inputs is. That rule is what `jax.vmap`'s batching rules do for
-every primitive without a sub-jaxpr and without a named axis; `jit` calls and `custom_jvp` calls are walked
+every primitive without a sub-jaxpr and without a named axis that has a single input or a single output;
+`optimization_barrier`/`device_put` pass each input to its own output; `jit` and `custom_jvp` calls are walked
 into. Anything else (control flow, collectives, axis names, effects, unknown sub-jaxprs) returns None and the
 caller traces under `jax.vmap`. tests/test_dependence.py checks the walk against the traced answer.
 """
@@ -27,6 +28,8 @@ _CALLS = {
     "custom_jvp_call": "call_jaxpr",
 }
 _NAMED = ("axis_name", "axes", "axis_index_groups")
+# Primitives whose output i is input i (batched exactly when that input is).
+_PASS_THROUGH = ("optimization_barrier", "device_put")
 
 
 def batched_outputs(jaxpr: Any, batched: Sequence[bool]) -> list[bool] | None:
@@ -60,6 +63,10 @@ def _equation(eqn: Any, ins: list[bool]) -> list[bool] | None:
     sub = _CALLS.get(name)
     if sub is not None:
         return batched_outputs(eqn.params[sub], ins)
+    if name in _PASS_THROUGH and len(ins) == len(eqn.outvars):
+        return list(ins)  # output i is input i
+    if len(eqn.invars) > 1 and len(eqn.outvars) > 1:
+        return None  # several inputs and outputs: which output depends on which input is the primitive's business
     for key, value in eqn.params.items():
         if key in _NAMED and _names_an_axis(value):
             return None

@@ -166,10 +166,12 @@ class Dispatcher:
         # ran cold: a fresh transform's first call then never enters the fast path's `jax.jit` (its trace and
         # aborts cost as much as the call). A Python-tier program turns it off for good.
         self._fast_ready = self._fast and not cold
+        self._has_direct = False
         self._jit_kwargs = dict(jit_kwargs or {})
         self._lock = threading.Lock()
         self._local = threading.local()
-        self._seen: dict[Hashable, tuple[CallSignature, Program]] = {}  # signatures the fast path compiled
+        # What the fast path compiled, keyed like its `jax.jit` cache: (signature key, state value types).
+        self._seen: dict[Hashable, tuple[CallSignature, Program]] = {}
         self._known = self._empty()
         self.calls = 0  # number of calls (cache statistics of the transforms)
 
@@ -198,7 +200,10 @@ class Dispatcher:
                     self._grow(e.states)
                     continue
                 except RunOutside as e:
-                    return self._run_outside(e.program, e.states, CallSignature.of(self.spec, args, kwargs))
+                    sig = CallSignature.of(self.spec, args, kwargs)
+                    if not _is_eager(sig):  # called under a raw JAX trace: no op-by-op run there
+                        return self._call_traced(sig)
+                    return self._run_outside(e.program, e.states, sig)
                 except StatemapError as e:
                     raise without_jax_note(e) from None
                 except (TypeError, OverflowError):
@@ -229,7 +234,10 @@ class Dispatcher:
                 new_values, out = program.run(sig.leaves, [values[p] for p in pos])
             except StaleProgram:
                 continue
-            self._seen[sig.key] = (sig.abstract(), program)
+            if known.generation != generation():  # states re-bound while this traced: check again first
+                raise NewStates([])
+            # Keyed like JAX's cache of this `jax.jit`: the signature and the types of the state values.
+            self._seen[(sig.key, tuple(value_signature(v) for v in values))] = (sig.abstract(), program)
             return {pos[i]: v for i, v in zip(program.writes, new_values, strict=True)}, out
         raise _bug(self.spec.who)
 
@@ -251,9 +259,10 @@ class Dispatcher:
     def _run_outside(self, program: Program, states: list[State], sig: CallSignature) -> Any:
         """Run a program outside `jax.jit`: its Python tier, or op by op (the cold tier)."""
         if program.direct is not None:  # the Python tier: keep this transform off the fast path from now on
+            self._has_direct = True
             self._fast_ready = False
             return program.direct(sig)
-        self._fast_ready = self._fast
+        self._fast_ready = self._fast and not self._has_direct
         try:
             new_values, out = program.run(sig.leaves, read_values(states))
         except StaleProgram:  # another thread changed a state's type since the program was resolved

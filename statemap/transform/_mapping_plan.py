@@ -434,7 +434,7 @@ def out_axis(
     if reduction is not None:
         _check_reducible(config, state, r, decl)
         return (None if config.lanes == "parallel" else 0), label(reduction)
-    if config.lanes == "sequential" and r == BROADCAST and lane.written and is_unmatched(decl):
+    if config.lanes == "sequential" and r == BROADCAST and lane.written and (decl is None or is_unmatched(decl)):
         return None, "carried"  # map without a batch size: the next element sees this element's write
     if isinstance(r, int):
         if isinstance(decl, int) and decl != r:
@@ -498,13 +498,18 @@ def _warn_once(state: State, who: str, text: str) -> None:
 
 
 def build(fun: Callable[..., Any], config: MappingConfig, sig: CallSignature) -> Built:
-    """Passes 1–5 for one call signature (tracing a second time when policy 'auto' promotes a state)."""
+    """Passes 1–5 for one call signature (tracing a second time when policy 'auto' promotes a state).
+
+    The plan is stamped with the generation read *before* tracing: states re-bound by another thread while
+    the trace runs make the plan checked again at its next use.
+    """
+    seen = generation()
     forced: dict[int, int] = {}
     for _attempt in range(2):
         lt = trace_lane(fun, config, sig, forced)
         plan = classify(config, lt, forced)
         if not plan.promote:
-            return make_program(config, lt, plan, sig)
+            return dataclasses.replace(make_program(config, lt, plan, sig), generation=seen)
         forced = {**forced, **plan.promote}
     raise BatchAxisError(f"{config.name}: could not settle the per-lane states")  # pragma: no cover
 

@@ -128,10 +128,10 @@ class _Run:
             reduction = match_reduction(self.config.state_reduce, state)
             if reduction is not None and role == BROADCAST:  # a collective: the same value in every lane
                 value = lane_reduce(reduction, value, self.olds[id(state)], self.config.lane_axis_name)
-            if any(_compat.is_tracer(x) for x in jax.tree_util.tree_leaves(value)):
+            if any(_compat.batch_dim_in(x, self.trace) is not None for x in jax.tree_util.tree_leaves(value)):
                 self.batched.append(i)
                 stacked.append(value)
-            else:  # the same in every lane, and concrete: it leaves the map as it is
+            else:  # the same in every lane of this map (an enclosing map may still batch it): returned as it is
                 self.unbatched[i] = value
         return out, stacked
 

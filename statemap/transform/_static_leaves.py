@@ -49,6 +49,9 @@ def may_hold_static_leaves(config: MappingConfig, args: tuple[Any, ...]) -> bool
 
 
 def _key(value: Any) -> Hashable:
+    """Equal keys only for values a function cannot tell apart: ``0.0`` and ``-0.0`` (and NaNs) differ."""
+    if isinstance(value, (float, complex)):
+        return (type(value), repr(value))
     try:
         hash(value)
     except TypeError:
