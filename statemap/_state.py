@@ -295,6 +295,7 @@ class State:
         stack = _CONTEXT.stack
         level = self._visible_level(stack)
         if len(stack) > level:
+            _check_traceable_write(self, value, stack[level:])
             current = self._value
             for trace in stack[level:]:
                 i = trace.touch(self, current, True)
@@ -570,6 +571,50 @@ class HiddenState(ShortTermState):
     def varshape(self) -> tuple[int, ...]:
         """Shape of the hidden variable."""
         return tuple(self._value.shape)
+
+
+# -- values a trace can hold ---------------------------------------------------------------------------------
+def non_array_leaf(value: Any) -> tuple[str, Any] | None:
+    """(key path, leaf) of the first leaf of `value` that is not a JAX type (an array or a scalar), or None."""
+    if all(isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(value)):
+        return None
+    for path, leaf in jax.tree_util.tree_flatten_with_path(value)[0]:
+        if isinstance(leaf, jax.Array):
+            continue
+        try:
+            jax.typeof(leaf)
+        except TypeError:
+            return jax.tree_util.keystr(path), leaf
+    return None
+
+
+def non_array_message(state: State, bad: tuple[str, Any], who: str, problem: str) -> str:
+    """The message for a state whose value has the non-JAX leaf `bad` (see `non_array_leaf`)."""
+    path, leaf = bad
+    where = f" at {path}" if path else ""
+    return message(
+        who,
+        f"{describe_state(state)} {problem}",
+        "arrays or pytrees of arrays (JAX or NumPy arrays of numeric dtype, Python scalars)",
+        f"a leaf of type {type(leaf).__name__}{where}",
+        "give the state an array value (e.g. `jnp.asarray(...)`); keep non-array data (strings, objects) "
+        "out of states, e.g. as a plain attribute or a static argument",
+    )
+
+
+def _check_traceable_write(state: State, value: Any, frames: Sequence[_trace.StateTrace]) -> None:
+    """Refuse a write of a non-JAX value inside a tracing frame (one with a hook), naming the state.
+
+    Hook-less frames (the Python paths of loops, `map` and concrete `cond`) run eagerly, where any value is
+    accepted; their writes reach a tracing frame around them, if any, through this check at commit.
+    """
+    tracing = [f for f in frames if f.hook is not None]
+    if not tracing:
+        return
+    bad = non_array_leaf(value)
+    if bad is not None:
+        who = tracing[-1].name or "State.value"
+        raise StateArgumentError(non_array_message(state, bad, who, f"was assigned a non-array value inside {who}"))
 
 
 # -- the value protocol of transforms ---------------------------------------------------------------------------

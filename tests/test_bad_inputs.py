@@ -162,7 +162,6 @@ def test_jit_huge_int_fast_path() -> None:
     check(lambda: _jit_add(2**70), sm.ArgumentError, ("jit", "args[0]"), _good_jit)
 
 
-@pytest.mark.xfail(strict=True, reason="_state.py: a non-array write inside jit is reported at 'output component'")
 def test_jit_non_array_write_names_state() -> None:
     def f(x: Any) -> Any:
         acc.value = "oops"
@@ -171,7 +170,6 @@ def test_jit_non_array_write_names_state() -> None:
     check(lambda: T.jit(f)(1.0), sm.StatemapError, ("acc",), _good_jit)
 
 
-@pytest.mark.xfail(strict=True, reason="_state.py: reading a state holding object() inside jit names no state")
 def test_jit_object_state_read_names_state() -> None:
     obj = sm.State(object(), name="obj")
     check(lambda: T.jit(lambda x: obj.value)(1.0), sm.StatemapError, ("obj",), _good_jit)

@@ -33,7 +33,16 @@ from .._errors import (
     tree_aval,
     without_jax_note,
 )
-from .._state import State, generation, mark_dead, peek, read_values, write_back
+from .._state import (
+    State,
+    generation,
+    mark_dead,
+    non_array_leaf,
+    non_array_message,
+    peek,
+    read_values,
+    write_back,
+)
 from .._trace import StateTrace, catch_new_states
 from ._arguments import ArgSpec, CallSignature, shape_struct, value_signature
 
@@ -182,6 +191,9 @@ def trace_stateful(
         trace = _compat.current_trace()
 
         def hook(state: State, value: Any) -> Any:
+            bad = non_array_leaf(value)
+            if bad is not None:
+                raise StateArgumentError(non_array_message(state, bad, name, f"holds a non-array value read by {name}"))
             done.setdefault("originals", {})[id(state)] = value
             leaves, tree = jax.tree_util.tree_flatten(value)
             inputs = [_compat.new_trace_input(trace, state_aval(state, x)) for x in leaves]
@@ -203,6 +215,7 @@ def trace_stateful(
         return out_leaves + [x for i in picked for x in jax.tree_util.tree_leaves(frame.values[i])]
 
     leaves = list(sig.leaves if abstract_leaves is None else abstract_leaves)
+    seen = generation()  # before tracing: a re-binding by another thread meanwhile makes the entry checked again
     try:
         closed = jax.make_jaxpr(traced, axis_env=axis_env)(*leaves)
     except StatemapError as e:
@@ -211,7 +224,9 @@ def trace_stateful(
         fname = getattr(fun, "__qualname__", None) or repr(fun)
         e.add_note(f"(raised while {name} traced {fname})")
         raise
-    return _entry(closed, done, name)
+    entry = _entry(closed, done, name)
+    entry.generation = seen
+    return entry
 
 
 def _entry(closed: Any, done: dict[str, Any], name: str) -> Traced:
