@@ -6,10 +6,12 @@ Prints one line per check: ``CHECK <name> PASS`` or ``CHECK <name> FAIL <reason>
 
 import os
 import sys
-import traceback
 
 
 def main() -> int:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _device_checks import report
+
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import warnings
@@ -209,18 +211,7 @@ def main() -> int:
         assert float(c.value) == 0.0 and not isinstance(c.value, jax.core.Tracer)
         np.testing.assert_array_equal(jax.random.key_data(sm.random.DEFAULT.value), key)
 
-    failed = 0
-    for name, fn in checks.items():
-        try:
-            fn()
-        except BaseException as e:  # noqa: B036 - every failure is reported to the parent test
-            failed += 1
-            reason = f"{type(e).__name__}: {e}".replace("\n", " | ")[:600]
-            print(f"CHECK {name} FAIL {reason}", flush=True)
-            traceback.print_exc(file=sys.stderr)
-        else:
-            print(f"CHECK {name} PASS", flush=True)
-    return 1 if failed else 0
+    return report(checks)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,12 @@ statemap transforms used inside `jax.shard_map` with the default ``check_vma=Tru
 
 import os
 import sys
-import traceback
 
 
 def main() -> int:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _device_checks import report
+
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import warnings
@@ -93,18 +95,7 @@ def main() -> int:
             assert w.value.sharding.spec == P("d"), w.value.sharding
         np.testing.assert_allclose(w.value, 1.0 + 3 * x, rtol=1e-6)
 
-    failed = 0
-    for name, fn in checks.items():
-        try:
-            fn()
-        except BaseException as e:  # noqa: B036 - every failure is reported to the parent test
-            failed += 1
-            reason = f"{type(e).__name__}: {e}".replace("\n", " | ")[:600]
-            print(f"CHECK {name} FAIL {reason}", flush=True)
-            traceback.print_exc(file=sys.stderr)
-        else:
-            print(f"CHECK {name} PASS", flush=True)
-    return 1 if failed else 0
+    return report(checks)
 
 
 if __name__ == "__main__":

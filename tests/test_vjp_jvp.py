@@ -2,8 +2,8 @@
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
+from _mapping_util import assert_tree_close as _assert_tree_close
 
 import statemap as sm
 from statemap.transform import jvp, vjp
@@ -15,12 +15,7 @@ Y = jnp.array([2.0, 0.5])
 
 
 def assert_tree_close(a, b):
-    la, ta = jax.tree_util.tree_flatten(a)
-    lb, tb = jax.tree_util.tree_flatten(b)
-    assert ta == tb, (ta, tb)
-    for x, y in zip(la, lb, strict=True):
-        assert jnp.shape(x) == jnp.shape(y)
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    _assert_tree_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def no_tracers(*states):

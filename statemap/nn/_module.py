@@ -147,25 +147,22 @@ class Module:
         """The class and its states (path, type, shape), sub-modules indented.
 
         Examples:
-          >>> class Linear(sm.nn.Module):
-          ...     def __init__(self, n):
-          ...         self.weight = sm.ParamState(jnp.ones((n, n)))
-          ...         self.bias = sm.ParamState(jnp.zeros(n))
-          >>> class MLP(sm.nn.Module):
+          >>> class Cell(sm.nn.Module):
           ...     def __init__(self):
-          ...         self.layers = [Linear(2), Linear(3)]
-          ...         self.count = sm.ShortTermState(jnp.array(0))
-          >>> MLP()
-          MLP(
-            layers.0: Linear(
-              weight: ParamState f32[2,2]
-              bias: ParamState f32[2]
+          ...         self.v = sm.HiddenState(jnp.zeros(4))
+          >>> class Net(sm.nn.Module):
+          ...     def __init__(self):
+          ...         self.cells = {"exc": Cell(), "inh": Cell()}
+          ...         self.w = sm.ParamState(jnp.ones((4, 4)))
+          >>> Net()
+          Net(
+            cells.exc: Cell(
+              v: HiddenState f32[4]
             )
-            layers.1: Linear(
-              weight: ParamState f32[3,3]
-              bias: ParamState f32[3]
+            cells.inh: Cell(
+              v: HiddenState f32[4]
             )
-            count: ShortTermState i32[]
+            w: ParamState f32[4,4]
           )
         """
         lines = _repr_lines(self, "", set())
