@@ -217,6 +217,8 @@ def input_role(config: MappingConfig, state: State, forced: dict[int, int]) -> A
 def state_sizes_of(who: str, state: State, axis: int, guess: int) -> list[Size]:
     flat = jax.tree_util.tree_flatten_with_path(peek(state))[0]
     where = (lambda p: "") if len(flat) == 1 else jax.tree_util.keystr  # name the leaf of a pytree state
+    sizes = [x.shape[axis] for _, x in flat if -len(getattr(x, "shape", ())) <= axis < len(getattr(x, "shape", ()))]
+    guess = sizes[0] if sizes else guess  # a fix for a 0-d leaf proposes the size its sibling leaves have
     return [(_state_leaf_size(x, axis, state, who, guess, where(p)), describe_state(state)) for p, x in flat]
 
 
