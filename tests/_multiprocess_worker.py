@@ -56,6 +56,12 @@ def main() -> int:
     sm.random.seed(3)
     sm.transform.pmap2_new_states(cell, axis_size=local)
     out["pmap2_new_states"] = gathered(cell.v.value)
+    # jit around pmap2 behaves as jit around jax.pmap (which, across processes, reduces over local devices).
+    ours = sm.transform.jit(sm.transform.pmap2(lambda v: jax.lax.psum(v, "d"), axis_name="d"))
+    raw = jax.jit(jax.pmap(lambda v: jax.lax.psum(v, "d"), axis_name="d"))
+    out["jit_pmap2_local"] = np.asarray(ours(jnp.arange(8.0)[rows])).tolist()
+    out["jit_pmap_raw_local"] = np.asarray(raw(jnp.arange(8.0)[rows])).tolist()
+
     # The stateful shard_map over a global mesh: states and arguments are global arrays.
     from jax.sharding import Mesh, NamedSharding
     from jax.sharding import PartitionSpec as P

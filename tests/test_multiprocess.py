@@ -85,3 +85,8 @@ def test_random_streams_differ_per_global_device(runs):
     _, double = runs
     noise = np.asarray(double[0]["pmap2"])[:, 3]
     assert len(set(noise.tolist())) == 8
+
+
+def test_jit_of_pmap2_behaves_as_jit_of_jax_pmap(runs):
+    for r in [*runs[0], *runs[1]]:
+        np.testing.assert_allclose(r["jit_pmap2_local"], r["jit_pmap_raw_local"])
