@@ -573,6 +573,8 @@ def test_bad_grad_states_names_the_position():
 def test_bad_argnums_and_fun():
     with pytest.raises(TypeError, match=r"grad: argnums is not an int or a sequence of ints"):
         grad(lambda x: x, argnums="0")
+    with pytest.raises(TypeError, match=r"grad: argnums is not an int or a sequence of ints"):
+        grad(lambda x: x, argnums="")  # an empty string is not "no arguments"
     with pytest.raises(TypeError, match=r"grad: the function to differentiate is not callable"):
         grad(3)
     with pytest.raises(ValueError, match=r"grad: argnums entry 2 is out of range"):

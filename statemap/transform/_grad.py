@@ -257,6 +257,8 @@ def _normalize_argnums(argnums: _Argnums, kind: str) -> tuple[int, ...] | None:
         if isinstance(argnums, bool):
             raise _argnums_error(kind, argnums)
         return (argnums,)
+    if isinstance(argnums, (str, bytes)):  # iterable, but never a sequence of argument numbers
+        raise _argnums_error(kind, argnums)
     try:
         positions = tuple(argnums)
     except TypeError:
