@@ -12,7 +12,15 @@ import jax
 from jax.extend import core as jex_core
 from jax.extend import source_info_util
 
-__all__ = ["new_trace_input", "current_trace", "use_trace", "batch_dim_in", "is_tracer", "struct_like"]
+__all__ = [
+    "new_trace_input",
+    "current_trace",
+    "use_trace",
+    "batch_dim_in",
+    "is_tracer",
+    "struct_like",
+    "InternalFloatingPointError",
+]
 
 
 def current_trace() -> Any:
@@ -79,3 +87,21 @@ def struct_like(aval: Any, shape: tuple[int, ...]) -> jax.ShapeDtypeStruct:
         spec = jax.sharding.PartitionSpec()  # type: ignore[no-untyped-call]
         extra = {"manual_axis_type": mat, "sharding": jax.sharding.NamedSharding(mesh, spec)}
     return jax.ShapeDtypeStruct(shape, aval.dtype, weak_type=aval.weak_type, **extra)  # type: ignore[no-untyped-call]
+
+
+def _internal_fpe() -> type[Exception]:
+    from jax._src import api_util
+
+    found = getattr(api_util, "InternalFloatingPointError", None)
+    return found if isinstance(found, type) and issubclass(found, Exception) else _NeverRaised
+
+
+class _NeverRaised(Exception):
+    """Stands in for `InternalFloatingPointError` in a JAX without it (then nothing needs converting)."""
+
+
+# What JAX raises, under `jax_debug_nans`/`jax_debug_infs`, when a compiled function evaluated inside another
+# (statemap's programs run the user's traced jaxpr) produces a NaN/inf: JAX's own API converts it into a
+# `FloatingPointError`, but only at its outer `jax.jit` boundary, which statemap's dispatch bypasses. The
+# dispatcher converts it (`tests/test_compat.py::test_InternalFloatingPointError`). JAX 0.4 - 0.10.
+InternalFloatingPointError: type[Exception] = _internal_fpe()

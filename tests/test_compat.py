@@ -9,6 +9,7 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import statemap
 from statemap import _compat
@@ -139,3 +140,13 @@ def test_jax_src_only_in_compat():
 def test_compat_is_the_only_internals_module():
     text = (PACKAGE / "_compat.py").read_text()
     assert "jax._src" in text  # the guard above is meaningful: the internals live here
+
+
+def test_InternalFloatingPointError():  # noqa: N802 - named after the _compat entry
+    """JAX still raises this class from a compiled function evaluated inside another, under jax_debug_infs."""
+    assert issubclass(_compat.InternalFloatingPointError, Exception)
+    assert _compat.InternalFloatingPointError.__name__ == "InternalFloatingPointError"
+    inner = jax.jit(lambda v: 1.0 / v)
+    closed = jax.make_jaxpr(lambda v: inner(v))(jnp.ones(2))
+    with jax.debug_infs(True), pytest.raises(_compat.InternalFloatingPointError):
+        jax.extend.core.jaxpr_as_fun(closed)(jnp.zeros(2))

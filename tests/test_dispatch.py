@@ -183,3 +183,16 @@ def test_dispatcher_with_a_hand_made_program():
     with sm.StateTrace():
         d((jnp.ones(2),), {})  # inside a trace: the traced path
     assert built == [False, False, False]
+
+
+def test_debug_infs_raise_a_floating_point_error_naming_the_function():
+    s = sm.ShortTermState(jnp.ones(2), name="s")
+
+    def reciprocal(x):
+        s.value = s.value + 1.0
+        return 1.0 / x
+
+    f = sm.transform.jit(sm.transform.vmap2(reciprocal))
+    with jax.debug_infs(True), pytest.raises(FloatingPointError, match=r"\(inf\) encountered in jit\(.*reciprocal\)"):
+        f(jnp.array([0.0, 1.0]))
+    np.testing.assert_array_equal(s.value, jnp.ones(2))

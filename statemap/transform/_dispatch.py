@@ -148,6 +148,7 @@ class Dispatcher:
       fast: Whether eager calls may take the fast path (no static arguments; the program inlines under jit).
       jit_kwargs: Extra keyword arguments for the fast path's `jax.jit`.
       cold: Whether the first eager call of a signature runs its program op by op instead of compiling it.
+      name: How messages name the transformed function (default: the transform's name).
     """
 
     def __init__(
@@ -157,9 +158,11 @@ class Dispatcher:
         fast: bool,
         jit_kwargs: dict[str, Any] | None = None,
         cold: bool = False,
+        name: str | None = None,
     ) -> None:
         self._resolve = resolve
         self.spec = spec
+        self.name = name or spec.who  # the user's function, in messages
         self._fast = fast and not spec.has_static
         self._cold = cold
         # Whether eager calls take the fast path now. With a cold tier, calls take the traced path until one
@@ -206,6 +209,8 @@ class Dispatcher:
                     return self._run_outside(e.program, e.states, sig)
                 except StatemapError as e:
                     raise without_jax_note(e) from None
+                except _compat.InternalFloatingPointError as e:
+                    raise _floating_point_error(e, self.name) from None
                 except (TypeError, OverflowError):
                     CallSignature.of(self.spec, args, kwargs)  # raises a statemap ArgumentError naming a bad argument
                     raise
@@ -252,6 +257,8 @@ class Dispatcher:
                 new_values, out = program.exe(sig.leaves, values)
             except StaleProgram:
                 continue
+            except _compat.InternalFloatingPointError as e:
+                raise _floating_point_error(e, self.name) from None
             write_back(states, dict(zip(program.writes, new_values, strict=True)))
             return out
         raise _bug(self.spec.who)
@@ -311,6 +318,15 @@ def run_program(program: Program, states: list[State], leaves: list[Any]) -> Any
     new_values, out = program.exe(leaves, read_values(states))
     write_back(states, dict(zip(program.writes, new_values, strict=True)))
     return out
+
+
+def _floating_point_error(e: Exception, name: str) -> FloatingPointError:
+    """JAX's internal NaN/inf signal as the `FloatingPointError` plain `jax.jit` raises, naming the function."""
+    kind = getattr(e, "ty", "nan")
+    return FloatingPointError(
+        f"invalid value ({kind}) encountered in {name} (jax_debug_nans / jax_debug_infs are on; run it under "
+        "jax.disable_jit() to find the operation)"
+    )
 
 
 def _is_eager(sig: CallSignature) -> bool:

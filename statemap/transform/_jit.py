@@ -79,7 +79,13 @@ class JittedFunction:
         self._jit_kwargs = jit_kwargs
         self._programs: weakref.WeakKeyDictionary[Traced, Program] = weakref.WeakKeyDictionary()
         fast = not self.donate_argnums
-        self._dispatcher = Dispatcher(self._resolve, self.stateful.spec, fast, {**jit_kwargs, **self._fast_shardings()})
+        self._dispatcher = Dispatcher(
+            self._resolve,
+            self.stateful.spec,
+            fast,
+            {**jit_kwargs, **self._fast_shardings()},
+            name=f"jit({getattr(fun, '__qualname__', None) or repr(fun)})",
+        )
         functools.update_wrapper(self, fun, updated=())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

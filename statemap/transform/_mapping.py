@@ -249,7 +249,13 @@ class StatefulMapping:
         self._children: dict[Hashable, StatefulMapping] = {}  # per value of static leaves (_static_leaves.py)
         self._unmapped = not isinstance(config.in_axes, int)  # some argument may be mapped with None
         self._misses = 0
-        self._dispatcher = Dispatcher(self._resolve, config.args, config.jitted, cold=config.vectorised)
+        self._dispatcher = Dispatcher(
+            self._resolve,
+            config.args,
+            config.jitted,
+            cold=config.vectorised,
+            name=f"{config.name}({getattr(fun, '__qualname__', None) or repr(fun)})",
+        )
         functools.update_wrapper(self, fun, updated=())
 
     def __getattr__(self, attr: str) -> Any:
