@@ -185,11 +185,10 @@ def test_create_call_drop_collects_the_states(name: str) -> None:
 # The loops' plan (holding the traced entry, whose jaxpr holds the function's constants) is a static argument
 # of a module-level `jax.jit` (`_loops._scan_jitted`, `_while_jitted`, `_bounded_jitted`), and pmap2 keeps a
 # compiled runner per plan: JAX's caches keep the constants of every dead function until `jax.clear_caches()`.
+# Loops pass their jaxpr's constants as arguments and key their compiled runner on a token (`Traced.token`),
+# so nothing of a dead function stays in JAX's cache. pmap2's compiled program still embeds them.
 _KEEPS_CONSTANTS = {
     "pmap2": "transform/_mapping*.py: the pmap2 runner's compile cache keeps a dead function's jaxpr constants",
-    "for_loop": "_loops.py: the module-level jax.jit of the scan runner keeps a dead function's jaxpr constants",
-    "while_loop": "_loops.py: the module-level jax.jit of the while runner keeps a dead function's jaxpr constants",
-    "methods (for_loop, jit)": "_loops.py: the module-level jax.jit of the scan runner keeps jaxpr constants",
 }
 
 

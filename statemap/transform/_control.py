@@ -26,6 +26,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import jax
+from jax.extend import core as jex_core
 
 from .. import _compat
 from .._errors import ArgumentError, ControlFlowError, describe_state, message, short_aval
@@ -203,6 +204,20 @@ class FlatTraced:
         outs = self.entry.fn(*arg_leaves, *flat)
         return list(outs[: self._n_out]), [list(outs[a:b]) for a, b in self._splits]
 
+    @property
+    def consts(self) -> list[Any]:
+        """The constants the traced function closes over (passed to `call` as arguments by compiled loops)."""
+        return list(self.entry.jaxpr.consts)
+
+    def call(
+        self, consts: Sequence[Any], arg_leaves: Sequence[Any], state_leaves: Sequence[Sequence[Any]]
+    ) -> tuple[list[Any], list[Any]]:
+        """`__call__` with the constants given: a compiled loop takes them as inputs instead of keeping them."""
+        flat = [x for leaves in state_leaves for x in leaves]
+        closed = jex_core.ClosedJaxpr(self.entry.jaxpr.jaxpr, list(consts))
+        outs = jex_core.jaxpr_as_fun(closed)(*arg_leaves, *flat)
+        return list(outs[: self._n_out]), [list(outs[a:b]) for a, b in self._splits]
+
 
 class StateUnion:
     """The union of the states touched by several traced functions, in first-touch order.
@@ -284,6 +299,11 @@ class Plan:
         self.cacheable = cacheable
         self.data = data
 
+    def release(self) -> None:
+        """Drop `data` once the call is done: JAX's cache may keep this plan (a static argument) for good, and
+        `data` holds the traced functions (tests/test_retention.py)."""
+        self.data = None
+
     def __hash__(self) -> int:
         return hash(self.key)
 
@@ -299,9 +319,12 @@ def call_plan(runner: Callable[..., Any], jitted: Callable[..., Any], plan: Plan
     trace the runner is inlined, so jaxprs show the loop itself; so it is when a traced function closes over
     tracers (``plan.cacheable`` is False), which must not be kept in a compilation cache.
     """
-    if not plan.cacheable or any(_compat.is_tracer(x) for x in jax.tree_util.tree_leaves(args)):
-        return runner(plan, *args)
-    return jitted(plan, *args)
+    try:
+        if not plan.cacheable or any(_compat.is_tracer(x) for x in jax.tree_util.tree_leaves(args)):
+            return runner(plan, *args)
+        return jitted(plan, *args)
+    finally:
+        plan.release()
 
 
 # -- running a branch directly -----------------------------------------------------------------------------

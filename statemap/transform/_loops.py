@@ -269,7 +269,7 @@ def _run_scan(
     x_abstract = jax.tree_util.tree_unflatten(xs_tree, [_compat.struct_like(a, tuple(a.shape[1:])) for a in xs_avals])
     ft, c_pos, y_pos, y_tree = _trace_scan(who, f, init_leaves, init_tree, x_abstract, star)
     e = ft.entry
-    plan = Plan((e, star, n, opts, bar), e.cacheable, (ft, c_pos, y_pos))
+    plan = Plan((e.token, star, n, opts, bar), e.cacheable, (ft, c_pos, y_pos))
     carried = list(e.out_states)
     invariant = [i for i, w in enumerate(e.written) if not w]
     leaves = [jax.tree_util.tree_leaves(v) for v in read_values(e.states)]
@@ -277,6 +277,7 @@ def _run_scan(
         _scan_runner,
         _scan_jitted,
         plan,
+        ft.consts,
         init_leaves,
         [leaves[i] for i in carried],
         [leaves[i] for i in invariant],
@@ -289,7 +290,12 @@ def _run_scan(
 
 
 def _scan_runner(
-    plan: Plan, init_leaves: list[Any], carried_leaves: list[Any], inv_leaves: list[Any], xs_leaves: list[Any]
+    plan: Plan,
+    consts: list[Any],
+    init_leaves: list[Any],
+    carried_leaves: list[Any],
+    inv_leaves: list[Any],
+    xs_leaves: list[Any],
 ) -> tuple[list[Any], list[Any], list[Any]]:
     ft, c_pos, y_pos = plan.data
     _, star, n, opts, bar = plan.key
@@ -298,7 +304,7 @@ def _scan_runner(
     n_states = len(ft.entry.states)
 
     def run(args: list[Any], state_leaves: list[Any]) -> tuple[list[Any], list[Any]]:
-        res, new = ft(args, state_leaves)
+        res, new = ft.call(consts, args, state_leaves)
         return res, new
 
     if opts.remat:  # prevent_cse=False: a scan body does not need it (see jax.checkpoint)
@@ -561,12 +567,13 @@ def _run_while(who: str, cond_fun: Callable[..., Any], body_fun: Callable[..., A
     invariant = [p for p in range(len(union.states)) if p not in set(carried)]
     state_leaves = union.values_to_leaves(read_values(union.states))
     cacheable = body.entry.cacheable and cnd.entry.cacheable
-    plan = Plan((body.entry, cnd.entry, bound), cacheable, (body, cnd, union, invariant))
+    plan = Plan((body.entry.token, cnd.entry.token, bound), cacheable, (body, cnd, union, invariant))
     runner, jitted = (_while_runner, _while_jitted) if bound is None else (_bounded_runner, _bounded_jitted)
     c_final, s_final = call_plan(
         runner,
         jitted,
         plan,
+        (body.consts, cnd.consts),
         leaves,
         [state_leaves[p] for p in carried],
         [state_leaves[p] for p in invariant],
@@ -657,9 +664,12 @@ def bounded_while_loop(
     return _run_while(who, cond_fun, body_fun, init_val, (int(max_steps), int(base)))
 
 
-def _while_pures(plan: Plan, inv_leaves: list[Any]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+def _while_pures(
+    plan: Plan, consts: tuple[list[Any], list[Any]], inv_leaves: list[Any]
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """(cond, body) of a while plan as pure functions of the carry ``(value leaves, carried state leaves)``."""
     body, cnd, union, invariant = plan.data
+    body_consts, cnd_consts = consts
     carried = union.written
     to_carry = [union.writes[0][p] for p in carried]
 
@@ -673,32 +683,36 @@ def _while_pures(plan: Plan, inv_leaves: list[Any]) -> tuple[Callable[..., Any],
 
     def cond_pure(carry: tuple[Any, ...]) -> Any:
         c, s_carried = carry
-        res, _ = cnd(c, union.gather(1, by_position(s_carried)))
+        res, _ = cnd.call(cnd_consts, c, union.gather(1, by_position(s_carried)))
         return res[0]
 
     def body_pure(carry: tuple[Any, ...]) -> tuple[Any, ...]:
         c, s_carried = carry
-        res, new = body(c, union.gather(0, by_position(s_carried)))
+        res, new = body.call(body_consts, c, union.gather(0, by_position(s_carried)))
         return res, [new[j] for j in to_carry]
 
     return cond_pure, body_pure
 
 
-def _while_runner(plan: Plan, leaves: list[Any], carried_leaves: list[Any], inv_leaves: list[Any]) -> tuple[Any, ...]:
-    cond_pure, body_pure = _while_pures(plan, inv_leaves)
+def _while_runner(
+    plan: Plan, consts: tuple[list[Any], list[Any]], leaves: list[Any], carried_leaves: list[Any], inv_leaves: list[Any]
+) -> tuple[Any, ...]:
+    cond_pure, body_pure = _while_pures(plan, consts, inv_leaves)
     return jax.lax.while_loop(cond_pure, body_pure, (leaves, carried_leaves))
 
 
 _while_jitted = jax.jit(_while_runner, static_argnums=(0,))
 
 
-def _bounded_runner(plan: Plan, leaves: list[Any], carried_leaves: list[Any], inv_leaves: list[Any]) -> Any:
+def _bounded_runner(
+    plan: Plan, consts: tuple[list[Any], list[Any]], leaves: list[Any], carried_leaves: list[Any], inv_leaves: list[Any]
+) -> Any:
     """At most `max_steps` iterations as nested scans: ``base**k`` iterations per group at level k.
 
     The carry is ``(value, alive, step)``; `alive` turns False at the first false condition, after which
     every iteration (and every whole group, through a `jax.lax.cond`) passes the carry through unchanged.
     """
-    cond_pure, body_pure = _while_pures(plan, inv_leaves)
+    cond_pure, body_pure = _while_pures(plan, consts, inv_leaves)
     max_steps, base = plan.key[-1]
 
     def running(carry: tuple[Any, ...]) -> Any:

@@ -63,6 +63,8 @@ class Traced:
       cacheable: False when the jaxpr closes over tracers of an enclosing trace.
       generation: The generation of states (`statemap._state.generation`) the trace saw; a cache checks it
         before reusing the entry (`StatefulFunction.lookup`).
+      token: An object that identifies this entry in the keys of compiled loops: a key holding the entry itself
+        would keep its jaxpr's constants alive in JAX's cache.
     """
 
     __slots__ = (
@@ -79,6 +81,7 @@ class Traced:
         "fn",
         "cacheable",
         "generation",
+        "token",
         "__weakref__",
     )
 
@@ -96,6 +99,7 @@ class Traced:
         self.fn = jex_core.jaxpr_as_fun(jaxpr)
         self.cacheable = not any(_compat.is_tracer(c) for c in jaxpr.consts)
         self.generation = generation()
+        self.token = object()  # stands for this entry in the keys of compiled loops (holds nothing alive)
 
     @property
     def states(self) -> tuple[State, ...]:
