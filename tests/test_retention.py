@@ -185,11 +185,9 @@ def test_create_call_drop_collects_the_states(name: str) -> None:
 # The loops' plan (holding the traced entry, whose jaxpr holds the function's constants) is a static argument
 # of a module-level `jax.jit` (`_loops._scan_jitted`, `_while_jitted`, `_bounded_jitted`), and pmap2 keeps a
 # compiled runner per plan: JAX's caches keep the constants of every dead function until `jax.clear_caches()`.
-# Loops pass their jaxpr's constants as arguments and key their compiled runner on a token (`Traced.token`),
-# so nothing of a dead function stays in JAX's cache. pmap2's compiled program still embeds them.
-_KEEPS_CONSTANTS = {
-    "pmap2": "transform/_mapping*.py: the pmap2 runner's compile cache keeps a dead function's jaxpr constants",
-}
+# Loops and pmap2 pass their jaxpr's constants as arguments (loops also key their compiled runner on a
+# token, `Traced.token`), so nothing of a dead function stays in JAX's caches.
+_KEEPS_CONSTANTS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(

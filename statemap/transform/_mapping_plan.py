@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+from jax.extend import core as jex_core
 
 from .. import _compat
 from .._errors import BatchAxisError, describe_state, message, short_aval, tree_aval
@@ -561,11 +562,18 @@ def _mapped_lane(
     picked = [j for i in plan.out_list for j in range(offsets[i], offsets[i] + nleaves[i])]
     out_state_axes = tuple(ax for i, ax in zip(plan.out_list, plan.out_axes, strict=True) for _ in range(nleaves[i]))
     needs_dummy = not any(a is not None for a in in_axes) and not config.vectorised
-    n_out, fn = entry.n_out, entry.fn
     reduce = _lane_reductions(config, lt, plan, offsets) if config.lanes == "parallel" else []
+    # Over devices the jaxpr's constants are inputs (JAX's pmap cache keeps the mapped function; it must not
+    # keep a dead function's constants): `lane` then closes over the open jaxpr only.
+    n_consts = len(entry.jaxpr.consts) if config.over_devices else 0
+    n_out, fn, open_jaxpr = entry.n_out, (None if n_consts else entry.fn), entry.jaxpr.jaxpr
 
     def lane(*flat: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-        outs = list(fn(*(flat[:-1] if needs_dummy else flat)))
+        run_fn: Any = fn
+        if n_consts:
+            consts, flat = flat[:n_consts], flat[n_consts:]
+            run_fn = jex_core.jaxpr_as_fun(jex_core.ClosedJaxpr(open_jaxpr, list(consts)))
+        outs = list(run_fn(*(flat[:-1] if needs_dummy else flat)))
         for reduction, tree, out_pos, in_pos in reduce:  # shared states in state_reduce: a collective
             new = jax.tree_util.tree_unflatten(tree, [outs[j] for j in out_pos])
             old = jax.tree_util.tree_unflatten(tree, [flat[j] for j in in_pos])
@@ -579,10 +587,10 @@ def _mapped_lane(
         extra["carry"] = _carried(lt, plan, picked)
     donate = _donated(config, sig)
     if donate:
-        extra["donate_argnums"] = donate
+        extra["donate_argnums"] = tuple(n_consts + d for d in donate)
     mapped = config.mapping_fn(
         lane,
-        in_axes=in_axes + ((0,) if needs_dummy else ()),
+        in_axes=(None,) * n_consts + in_axes + ((0,) if needs_dummy else ()),
         out_axes=(tuple(plan.result_axes), out_state_axes),
         axis_name=config.lane_axis_name,
         # `jax.pmap` takes the size from the rows each process passes (its local devices); a local size
@@ -629,6 +637,7 @@ def make_program(config: MappingConfig, lt: LaneTrace, plan: StatePlan, sig: Cal
     rng = set(plan.rng)
     treedefs, nleaves, out_list = entry.state_treedefs, entry.state_nleaves, plan.out_list
     stacked_reduce = plan.reduce if config.lanes != "parallel" else {}
+    consts = list(entry.jaxpr.consts) if config.over_devices else []  # see `_mapped_lane`
 
     def run(arg_leaves: list[Any], values: list[Any]) -> tuple[list[Any], Any]:
         check_signatures(values, entry.state_sigs)
@@ -642,7 +651,7 @@ def make_program(config: MappingConfig, lt: LaneTrace, plan: StatePlan, sig: Cal
                 flat.extend(jax.tree_util.tree_leaves(v))
         if needs_dummy:
             flat.append(jax.numpy.arange(size))
-        res_leaves, state_leaves = mapped(*flat)
+        res_leaves, state_leaves = mapped(*consts, *flat)
         out_values, k = [], 0
         for i in out_list:
             value = jax.tree_util.tree_unflatten(treedefs[i], list(state_leaves[k : k + nleaves[i]]))
