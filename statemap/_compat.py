@@ -19,6 +19,7 @@ __all__ = [
     "batch_dim_in",
     "is_tracer",
     "struct_like",
+    "varies_over_mesh",
     "InternalFloatingPointError",
 ]
 
@@ -87,6 +88,20 @@ def struct_like(aval: Any, shape: tuple[int, ...]) -> jax.ShapeDtypeStruct:
         spec = jax.sharding.PartitionSpec()  # type: ignore[no-untyped-call]
         extra = {"manual_axis_type": mat, "sharding": jax.sharding.NamedSharding(mesh, spec)}
     return jax.ShapeDtypeStruct(shape, aval.dtype, weak_type=aval.weak_type, **extra)  # type: ignore[no-untyped-call]
+
+
+def varies_over_mesh(value: Any) -> bool:
+    """Whether a leaf of `value` (inside `jax.shard_map` with ``check_vma=True``) differs across mesh shards.
+
+    Why: a state written inside a stateful `shard_map` comes back replicated only when its new value is the
+    same on every shard. The type records it in `ShapedArray.manual_axis_type.varying` (JAX 0.10; the same
+    field as `struct_like`). Fallback: a JAX without the field reports False (no shard varies).
+    """
+    for leaf in jax.tree_util.tree_leaves(value):
+        mat = getattr(jax.typeof(leaf), "manual_axis_type", None)
+        if mat is not None and mat.varying:
+            return True
+    return False
 
 
 def _internal_fpe() -> type[Exception]:

@@ -80,6 +80,21 @@ def test_struct_like():
     assert "d" in seen["struct"].manual_axis_type.varying
 
 
+def test_varies_over_mesh():
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("d",))
+    seen = {}
+
+    def body(x):
+        seen["sharded"] = _compat.varies_over_mesh(x)
+        seen["reduced"] = _compat.varies_over_mesh(jax.lax.psum(x, "d"))
+        return x
+
+    spec = jax.sharding.PartitionSpec("d")
+    jax.shard_map(body, mesh=mesh, in_specs=spec, out_specs=spec)(jnp.ones((1, 2)))
+    assert seen == {"sharded": True, "reduced": False}
+    assert not _compat.varies_over_mesh(jnp.ones(2))
+
+
 def test_new_trace_input():
     def f(x):
         trace = _compat.current_trace()

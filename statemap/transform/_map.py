@@ -142,7 +142,17 @@ def map(  # noqa: A001 - mirrors jax.lax.map
 
 
 def _mapping(f: Callable[..., Any], batch_size: int | None, options: tuple[Any, ...]) -> StatefulMapping:
-    """One mapping per (function, batch size, options), cached as long as the function lives (`function_cache`)."""
+    """One mapping per (function, batch size, options), cached as long as the function lives (`function_cache`);
+    the config is built (and the options checked) only when the cache has none."""
+    found = function_cache(f)
+    key = (found[1] if found else None, "map", batch_size, _freeze(options))
+    try:
+        hash(key)
+    except TypeError:  # an unhashable option: no cache
+        found = None
+    mapping: StatefulMapping | None = None if found is None else found[0].get(key)
+    if mapping is not None:
+        return mapping
     in_axes, out_axes, policy, reduce = options
     config = MappingConfig.create(
         f,
@@ -155,17 +165,9 @@ def _mapping(f: Callable[..., Any], batch_size: int | None, options: tuple[Any, 
         mapping_fn=functools.partial(run_lanes, batch_size=batch_size),
         lanes="sequential" if batch_size is None else "chunked",
     )
-    found = function_cache(f)
-    key = (found[1] if found else None, "map", batch_size, _freeze(options))
-    try:
-        hash(key)
-    except TypeError:  # an unhashable option: no cache
-        found = None
     if found is None:
         return StatefulMapping.from_config(f, config)
-    mapping = found[0].get(key)
-    if mapping is None:
-        mapping = found[0][key] = StatefulMapping.from_config(WeakCall(f), config)
+    mapping = found[0][key] = StatefulMapping.from_config(WeakCall(f), config)
     return mapping
 
 

@@ -266,11 +266,10 @@ class StatefulMapping:
         return getattr(config, field)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self._unmapped and may_hold_static_leaves(self.config, args):
-            split = split_static_leaves(self.config, args, kwargs)
-            if split is not None:
-                return self._child(split)._dispatcher(split.holed(args), kwargs)
-        return self._dispatcher(args, kwargs)
+        target = self
+        if self._unmapped:  # only then may an argument hold static leaves (see `_route`)
+            target, args = self._route(args, kwargs)
+        return target._dispatcher(args, kwargs)
 
     def _route(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[StatefulMapping, tuple[Any, ...]]:
         """(the mapping that handles this call, its arguments): a child when static leaves are taken out."""

@@ -7,7 +7,7 @@ broadcast. The first entry (in dict order) whose selector matches a state decide
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from typing import Any
 
 import jax
@@ -18,7 +18,7 @@ from .._errors import BatchAxisError, message, short_aval
 from .._state import State
 from ..util.filter import Path, Predicate, to_predicate
 
-__all__ = ["StateIs", "normalize_state_axes", "match_axis", "arg_leaf_axes", "POLICIES"]
+__all__ = ["StateIs", "normalize_state_axes", "match_axis", "first_match", "arg_leaf_axes", "POLICIES"]
 
 POLICIES = ("raise", "warn", "ignore", "auto")
 _UNMATCHED = object()
@@ -137,13 +137,19 @@ def _check_axis_keys(spec: dict[Any, Any], who: str, what: str) -> None:
             )
 
 
-def match_axis(axes: dict[Hashable, Predicate], state: State) -> Any:
-    """The axis of the first entry whose predicate matches `state` (called with its module path), or _UNMATCHED."""
+def first_match(entries: Iterable[tuple[Any, Predicate]], state: State) -> Any:
+    """The key of the first ``(key, predicate)`` entry whose predicate matches `state` (called with its module
+    path), or _UNMATCHED: the one selector lookup of state axes, specs and reductions."""
     path = state.path
-    for axis, pred in axes.items():
+    for key, pred in entries:
         if pred(path, state):
-            return axis
+            return key
     return _UNMATCHED
+
+
+def match_axis(axes: dict[Hashable, Predicate], state: State) -> Any:
+    """The axis of the first entry whose predicate matches `state`, or _UNMATCHED (None is an axis)."""
+    return first_match(axes.items(), state)
 
 
 def is_unmatched(x: Any) -> bool:

@@ -374,7 +374,7 @@ def classify(
         pos += n
     for i, state in enumerate(lt.states):
         r = lt.roles[i]
-        row = _row(state, r, entry.read[i], entry.written[i])
+        row = state_row(state, r, entry.read[i], entry.written[i])
         plan.rows.append(row)
         if r == RNG:
             plan.rng.append(i)
@@ -395,7 +395,8 @@ def classify(
     return plan
 
 
-def _row(state: State, role: Any, read: bool, written: bool) -> dict[str, Any]:
+def state_row(state: State, role: Any, read: bool, written: bool) -> dict[str, Any]:
+    """The `explain` row of a state (`MappingPlan.rows`), before its output is decided."""
     return {
         "state": state._label(),
         "type": type(state).__name__,

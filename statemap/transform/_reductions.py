@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from .._errors import message
 from .._state import State
 from ..util.filter import Predicate
-from ._mapping_axes import coerce_selector
+from ._mapping_axes import coerce_selector, first_match, is_unmatched
 
 __all__ = [
     "REDUCTIONS",
@@ -84,11 +84,8 @@ def normalize_state_reduce(spec: Any, who: str) -> tuple[tuple[Reduction, Predic
 
 def match_reduction(reductions: tuple[tuple[Reduction, Predicate], ...], state: State) -> Reduction | None:
     """The reduction of the first entry whose selector matches `state`, or None."""
-    path = state.path
-    for reduction, pred in reductions:
-        if pred(path, state):
-            return reduction
-    return None
+    found = first_match(reductions, state)
+    return None if is_unmatched(found) else found
 
 
 def label(reduction: Reduction) -> str:

@@ -35,8 +35,8 @@ from ..util.filter import Predicate
 from ._arguments import ArgSpec, CallSignature
 from ._dispatch import Dispatcher, Program, check_signatures
 from ._mapping import MappingPlan
-from ._mapping_axes import coerce_selector
-from ._mapping_plan import lane_key_pairs
+from ._mapping_axes import coerce_selector, first_match, is_unmatched
+from ._mapping_plan import lane_key_pairs, state_row
 from ._reductions import label, lane_reduce, match_reduction, normalize_state_reduce
 
 __all__ = ["shard_map", "StatefulShardMap"]
@@ -108,10 +108,8 @@ def _specs(spec: dict[Any, Any] | None, what: str) -> tuple[tuple[P, Predicate],
 
 def _match(specs: tuple[tuple[P, Predicate], ...], state: State) -> P | None:
     """The spec of the first entry selecting `state`, or None (``P()`` is a spec: replicated)."""
-    for spec, pred in specs:
-        if pred(state.path, state):
-            return spec
-    return None
+    found = first_match(specs, state)
+    return None if is_unmatched(found) else found
 
 
 class StatefulShardMap:
@@ -219,20 +217,12 @@ def _discover(sm_: StatefulShardMap, sig: CallSignature) -> _Found:
             found.roles.append(sm_._role(state))
             found.written.append(frame.written[i])
             found.read.append(frame.read[i])
-            found.varies.append(frame.written[i] and _varies(frame.values[i]))
+            found.varies.append(frame.written[i] and _compat.varies_over_mesh(frame.values[i]))
         return ()
 
     mapped = jax.shard_map(probe, mesh=mesh, in_specs=sm_.in_specs, out_specs=(), check_vma=sm_.check_vma)
     jax.make_jaxpr(mapped)(*sig.args)
     return found
-
-
-def _varies(value: Any) -> bool:
-    for leaf in jax.tree_util.tree_leaves(value):
-        mat = getattr(jax.typeof(leaf), "manual_axis_type", None)
-        if mat is not None and mat.varying:
-            return True
-    return False
 
 
 def _axis_size(mesh: jax.sharding.Mesh, names: Any) -> int:
@@ -310,18 +300,10 @@ def _out_spec(sm_: StatefulShardMap, found: _Found, i: int) -> P:
 def _row(sm_: StatefulShardMap, found: _Found, i: int) -> dict[str, Any]:
     state, role = found.states[i], found.roles[i]
     in_axis = "split-rng" if role == _RNG else (repr(role) if isinstance(role, P) else "broadcast")
-    row = {
-        "state": state._label(),
-        "type": type(state).__name__,
-        "created": state.source,
-        "shape": str(tuple(getattr(peek(state), "shape", ()))),
-        "read": found.read[i],
-        "written": found.written[i],
-        "in_axis": in_axis,
-        "out_axis": "-",
-        "how": "rng" if role == _RNG else "read-only",
-    }
-    if found.written[i] and role != _RNG:
+    row = state_row(state, in_axis, found.read[i], found.written[i])
+    if role == _RNG:
+        row["how"] = "rng"
+    elif found.written[i]:
         reduction = match_reduction(sm_._reduce, state)
         if reduction is not None:
             row["out_axis"], row["how"] = "P()", label(reduction)
