@@ -183,8 +183,8 @@ def test_module_states_created_in_jit_and_used_after():
 # -- display -------------------------------------------------------------------------------------------------------
 def test_repr_shows_class_paths_types_and_shapes_nested_indented():
     text = repr(MLP())
-    assert text.splitlines()[0] == "MLP("
-    assert "  layers.0: Linear(\n    weight: ParamState f32[2,2]\n    bias: ParamState f32[2]\n  )" in text
+    assert text.splitlines()[0] == "MLP(  # 12 params, 3 other"  # 2 x (4 + 2) params; scale, pair.0, count
+    assert "  layers.0: Linear(  # 6 params, 0 other\n    weight: ParamState f32[2,2]\n    bias: ParamState f32[2]\n  )" in text
     assert "  extra.scale: State f32[]" in text and "  extra.pair.0: ShortTermState float" in text
     assert "  count: ShortTermState i32[]" in text and "not_a_state" not in text
     assert text.endswith("\n)") and str(MLP()) == text
@@ -201,7 +201,8 @@ def test_repr_of_an_empty_module_and_a_shared_submodule():
 
     assert repr(Empty()) == "Empty()"
     text = repr(Twice())
-    assert "  a: Linear(" in text and "  b: Linear(...)  # shown above" in text
+    assert "  a: Linear(  # 6 params, 0 other" in text and "  b: Linear(...)  # shown above" in text
+    assert text.startswith("Twice(  # 6 params, 0 other")  # a shared sub-module counts once
 
 
 def test_repr_of_a_dead_state_does_not_raise():

@@ -579,3 +579,45 @@ def test_explain_shows_the_library_line_for_random_default():
     f = sm.transform.vmap2(lambda x: x + sm.random.normal(size=()))
     (row,) = f.explain(jnp.ones(3)).rows
     assert row["state"] == "'random.DEFAULT'" and row["created"].startswith("_rng.py:")
+
+
+def test_state_is_generic_in_its_value_type():
+    assert sm.State[jax.Array] is not sm.State  # subscriptable at run time, for annotations
+    w: sm.ParamState[jax.Array] = sm.ParamState(jnp.zeros(2))
+    assert isinstance(w, sm.ParamState) and w.value.shape == (2,)
+
+
+def test_mypy_strict_sees_the_value_type(tmp_path):
+    import pathlib
+    import textwrap
+
+    api = pytest.importorskip("mypy.api")
+    source = tmp_path / "uses_state.py"
+    source.write_text(
+        textwrap.dedent(
+            """
+            import jax
+            import jax.numpy as jnp
+            import statemap as sm
+
+            w = sm.ParamState(jnp.zeros(3))
+            reveal_type(w.value)
+            h: sm.State[jax.Array] = sm.HiddenState(jnp.zeros(2))
+            reveal_type(sm.State({"a": 1.0}).value)
+            reveal_type(sm.random.RandomState(0).value)
+            def untyped(s: sm.State) -> None:  # a bare State is State[Any]
+                s.value = "anything"
+            bad: sm.State[int] = sm.State("x")
+            """
+        )
+    )
+    root = pathlib.Path(__file__).resolve().parents[1]
+    out, err, status = api.run(["--strict", "--cache-dir", str(root / ".mypy_cache"), str(source)])
+    lines = [line.split(": ", 1)[1] for line in out.splitlines() if ": note: " in line or ": error: " in line]
+    assert lines == [
+        'note: Revealed type is "jax._src.basearray.Array"',
+        'note: Revealed type is "dict[str, float]"',
+        'note: Revealed type is "jax._src.basearray.Array"',
+        'error: Argument 1 to "State" has incompatible type "str"; expected "int"  [arg-type]',
+    ], out + err
+    assert status == 1

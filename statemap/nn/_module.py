@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import jax
+import numpy as np
+
 from .._errors import TraceContextError, tree_aval
-from .._state import State, new_generation, peek, set_path
+from .._state import ParamState, State, new_generation, peek, set_path
 from ..util.filter import Everything, Path, to_predicate
 
 __all__ = ["Module"]
@@ -53,6 +56,28 @@ def _state_line(state: State) -> str:
     return f"{type(state).__name__} {aval}"
 
 
+def _size(state: State) -> int:
+    try:
+        return sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(peek(state)))
+    except TraceContextError:  # a dead state (created in a finished trace) has no value to count
+        return 0
+
+
+def _counts(module: Module) -> str:
+    """``# N params, M other``: array elements in the module's `ParamState`s and in its other states, each once."""
+    params = other = 0
+    for _, node in _walk(module, (), set()):
+        if isinstance(node, ParamState):
+            params += _size(node)
+        elif isinstance(node, State):
+            other += _size(node)
+    return f"  # {params:,} params, {other:,} other"
+
+
+def _header(module: Module) -> str:
+    return f"{type(module).__name__}({_counts(module)}"
+
+
 def _repr_lines(module: Module, indent: str, seen: set[int]) -> list[str]:
     """The lines of `repr(module)` after its first: one per state, a block per sub-module (each shown once)."""
     seen.add(id(module))
@@ -67,7 +92,7 @@ def _repr_lines(module: Module, indent: str, seen: set[int]) -> list[str]:
             else:
                 inner = _repr_lines(node, indent + "  ", seen)
                 if inner:
-                    lines += [f"{indent}  {key}: {type(node).__name__}(", *inner, f"{indent}  )"]
+                    lines += [f"{indent}  {key}: {_header(node)}", *inner, f"{indent}  )"]
                 else:
                     lines.append(f"{indent}  {key}: {type(node).__name__}()")
     return lines
@@ -144,7 +169,10 @@ class Module:
         return {p: n for p, n in _walk(self, (), set()) if isinstance(n, Module)}
 
     def __repr__(self) -> str:
-        """The class and its states (path, type, shape), sub-modules indented.
+        """The class and its states (path, type, dtype and shape), sub-modules indented.
+
+        Each module's first line counts the array elements it holds (a shared state or sub-module once):
+        ``params`` in its `ParamState`s, ``other`` in every other state.
 
         Examples:
           >>> class Cell(sm.nn.Module):
@@ -155,11 +183,11 @@ class Module:
           ...         self.cells = {"exc": Cell(), "inh": Cell()}
           ...         self.w = sm.ParamState(jnp.ones((4, 4)))
           >>> Net()
-          Net(
-            cells.exc: Cell(
+          Net(  # 16 params, 8 other
+            cells.exc: Cell(  # 0 params, 4 other
               v: HiddenState f32[4]
             )
-            cells.inh: Cell(
+            cells.inh: Cell(  # 0 params, 4 other
               v: HiddenState f32[4]
             )
             w: ParamState f32[4,4]
@@ -168,7 +196,7 @@ class Module:
         lines = _repr_lines(self, "", set())
         if not lines:
             return f"{type(self).__name__}()"
-        return "\n".join([f"{type(self).__name__}(", *lines, ")"])
+        return "\n".join([_header(self), *lines, ")"])
 
     def state_dict(self, *filters: Any) -> dict[str, Any]:
         """Dotted path → value of the states matching any of `filters` (all when none given).

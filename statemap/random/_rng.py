@@ -187,7 +187,7 @@ def _key_count(n: Any) -> int:
     return num
 
 
-class RandomState(State, SamplerMethods):
+class RandomState(State[jax.Array], SamplerMethods):
     """A random number generator state: holds a typed JAX key and advances it on every draw.
 
     Args:
