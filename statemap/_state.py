@@ -667,8 +667,13 @@ def read_refs(refs: Sequence[Any]) -> tuple[list[State], list[Any]]:
     Raises:
       AttributeError: a state died (its reference returns None). TraceContextError: a state holds a dead tracer.
     """
-    states = [r() for r in refs]
-    return states, [s._value if s._dead is None else _dead(s) for s in states]
+    states = []
+    values = []
+    for r in refs:  # a plain loop: no comprehension frames on the hot path
+        s = r()
+        values.append(s._value if s._dead is None else _dead(s))
+        states.append(s)
+    return states, values
 
 
 def commit(states: Sequence[State], updates: dict[int, Any]) -> None:

@@ -196,3 +196,19 @@ def test_debug_infs_raise_a_floating_point_error_naming_the_function():
     with jax.debug_infs(True), pytest.raises(FloatingPointError, match=r"\(inf\) encountered in jit\(.*reciprocal\)"):
         f(jnp.array([0.0, 1.0]))
     np.testing.assert_array_equal(s.value, jnp.ones(2))
+
+
+def test_user_keywords_named_like_the_fast_paths_parameters():
+    s = sm.State(jnp.zeros(3), name="s")
+
+    @sm.transform.jit
+    def f(x, values=1.0, args=0.0, kwargs=0.0, flat=0.0):
+        s.value = s.value + x * values + args + kwargs + flat
+        return s.value
+
+    for _ in range(2):  # the first call traces, the second takes the compiled fast path
+        s.value = jnp.zeros(3)
+        np.testing.assert_array_equal(f(jnp.ones(3), values=2.0, args=1.0, kwargs=1.0, flat=1.0), np.full(3, 5.0))
+    g = sm.transform.vmap2(lambda x, values: x * values)
+    for _ in range(3):
+        np.testing.assert_array_equal(g(jnp.ones(3), values=jnp.arange(3.0)), np.arange(3.0))

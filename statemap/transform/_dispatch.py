@@ -198,7 +198,7 @@ class Dispatcher:
                     break
                 self._local.known = known
                 try:
-                    written, out = known.jitted(values, args, kwargs)
+                    written, out = known.jitted(values, kwargs, *args)  # flat: JAX's C++ path parses it fastest
                 except NewStates as e:
                     self._grow(e.states)
                     continue
@@ -218,13 +218,14 @@ class Dispatcher:
                 return out
         return self._call_traced(CallSignature.of(self.spec, args, kwargs))
 
-    def _body(self, values: list[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[int, Any], Any]:
-        """Body of the fast path's `jax.jit` (traced by JAX for a new signature only).
+    def _body(self, *flat: Any) -> tuple[dict[int, Any], Any]:
+        """Body of the fast path's `jax.jit` (traced by JAX for a new signature only): ``(values, kwargs, *args)``.
 
         Returns ``{position among the known states: new value}`` for the states this signature writes (the dict's
         keys are part of the output's structure, so they are static per signature) and the result.
         """
         known: _Known = self._local.known
+        values, kwargs, args = flat[0], flat[1], flat[2:]
         sig = CallSignature.of(self.spec, args, kwargs)
         for fresh in (False, True):
             program, states = self._resolve(sig, fresh)
