@@ -97,7 +97,7 @@ def test_map_inside_jit_traces_once():
     [
         ((), "no arrays"),
         ((jnp.array(1.0),), "no leading axis"),
-        ((jnp.ones(3), jnp.ones(4)), "different leading sizes"),
+        ((jnp.ones(3), jnp.ones(4)), "disagree on the size of the mapped axis"),
     ],
 )
 def test_bad_xs_give_batch_axis_errors(xs, match):

@@ -15,7 +15,7 @@ from .._trace import CONTEXT, StateTrace
 from ._control import WeakCall, function_cache
 from ._mapping import StatefulMapping
 from ._mapping_config import MappingConfig
-from ._mapping_plan import CONCRETIZATION_ERRORS
+from ._mapping_plan import CONCRETIZATION_ERRORS, inconsistent_sizes
 
 __all__ = ["map"]
 
@@ -48,15 +48,7 @@ def _length(xs: tuple[Any, ...], who: str) -> int:
             )
         sizes.append((int(shape[0]), where))
     if len({n for n, _ in sizes}) > 1:
-        raise BatchAxisError(
-            message(
-                who,
-                "the leaves of xs have different leading sizes",
-                "one leading size",
-                "; ".join(f"{w}: {n}" for n, w in sizes[:6]),
-                "make the leading axes equal",
-            )
-        )
+        raise inconsistent_sizes(who, sizes, "make the leading axes of the leaves of xs equal")
     return sizes[0][0]
 
 

@@ -150,7 +150,7 @@ def lane_arguments(config: MappingConfig, sig: CallSignature) -> tuple[list[int 
             sizes.append((leaf_size(leaf, ax, who, where), where))
             lane.append(drop_axis(leaf, ax))
     if len({s for s, _ in sizes}) > 1:
-        raise _inconsistent(who, sizes)
+        raise inconsistent_sizes(who, sizes)
     return axes, lane, sizes
 
 
@@ -228,7 +228,7 @@ def batch_size(config: MappingConfig, sizes: list[Size]) -> int:
     who = config.name
     distinct = {s for s, _ in sizes}
     if len(distinct) > 1:
-        raise _inconsistent(who, sizes)
+        raise inconsistent_sizes(who, sizes)
     if not distinct:
         if config.axis_size is None:
             raise BatchAxisError(
@@ -729,14 +729,17 @@ def _state_leaf_size(leaf: Any, axis: int, state: State, who: str, size: int, pa
     )
 
 
-def _inconsistent(who: str, sizes: Sequence[Size]) -> BatchAxisError:
+def inconsistent_sizes(
+    who: str, sizes: Sequence[Size], fix: str = "make the mapped axes the same length, or map the odd one with None"
+) -> BatchAxisError:
+    """The error for mapped inputs (``(size, where)`` pairs, the first six shown) whose mapped axes differ."""
     return BatchAxisError(
         message(
             who,
             "the mapped inputs disagree on the size of the mapped axis",
             "one size for every mapped argument and selected state",
             "; ".join(f"{w}: {s}" for s, w in sizes[:6]),
-            "make the mapped axes the same length, or map the odd one with None",
+            fix,
         )
     )
 

@@ -138,15 +138,20 @@ _MISSING = object()
 
 
 class _Combination(_Pred):
-    """Base of `Any` and `All`: the predicates of the given filters, combined by the subclass."""
+    """Base of `Any` and `All`: the predicates of the given filters; `All` needs every one to match."""
 
     __slots__ = ("predicates",)
+    _every = False
 
     def __init__(self, *filters: Filter) -> None:
         self.predicates = tuple(to_predicate(f) for f in filters)
 
     def _key(self) -> tuple[Hashable, ...]:
         return self.predicates
+
+    def __call__(self, path: Path, x: _AnyT) -> bool:
+        combine = builtins.all if self._every else builtins.any
+        return combine(p(path, x) for p in self.predicates)
 
 
 class Any(_Combination):
@@ -160,9 +165,6 @@ class Any(_Combination):
 
     __slots__ = ()
 
-    def __call__(self, path: Path, x: _AnyT) -> bool:
-        return builtins.any(p(path, x) for p in self.predicates)
-
 
 class All(_Combination):
     """Matches when all of the filters match (`All()` matches everything).
@@ -174,9 +176,7 @@ class All(_Combination):
     """
 
     __slots__ = ()
-
-    def __call__(self, path: Path, x: _AnyT) -> bool:
-        return builtins.all(p(path, x) for p in self.predicates)
+    _every = True
 
 
 class Not(_Pred):
