@@ -200,40 +200,34 @@ class Not(_Pred):
         return (self.predicate,)
 
 
-class Everything(_Pred):
-    """Matches everything.
+class Everything(All):
+    """Matches everything (`All` of no filters).
 
     Examples:
       >>> from statemap.util.filter import Everything
-      >>> Everything()((), 1)
-      True
+      >>> Everything()((), 1), Everything()
+      (True, Everything())
     """
 
     __slots__ = ()
 
-    def __call__(self, path: Path, x: _AnyT) -> bool:
-        return True
-
-    def _key(self) -> tuple[Hashable, ...]:
-        return ()
+    def __init__(self) -> None:
+        super().__init__()
 
 
-class Nothing(_Pred):
-    """Matches nothing.
+class Nothing(Any):
+    """Matches nothing (`Any` of no filters).
 
     Examples:
       >>> from statemap.util.filter import Nothing
-      >>> Nothing()((), 1)
-      False
+      >>> Nothing()((), 1), Nothing() == Nothing()
+      (False, True)
     """
 
     __slots__ = ()
 
-    def __call__(self, path: Path, x: _AnyT) -> bool:
-        return False
-
-    def _key(self) -> tuple[Hashable, ...]:
-        return ()
+    def __init__(self) -> None:
+        super().__init__()
 
 
 def to_predicate(filter: Filter) -> Predicate:  # noqa: A002
