@@ -59,7 +59,7 @@ class WeakCall:
         self._ref = weakref.WeakMethod(fun) if inspect.ismethod(fun) else weakref.ref(fun)
         self.__qualname__ = getattr(fun, "__qualname__", None) or repr(fun)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         fun = self._ref()
         if fun is None:  # pragma: no cover - the cache entry dies with the function
             raise ReferenceError(f"{self.__qualname__} was garbage-collected")

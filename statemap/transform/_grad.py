@@ -459,7 +459,7 @@ class GradientTransform:
         diff = (grad_vals, tuple(args[p] for p in positions))
         return self._pure(entry, slots, others, args, kwargs, positions, python), diff, entry, pick
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         pure, diff, entry, pick = self._prepare(args, kwargs)
         derivs, (value, aux, new_values) = self._apply(pure, diff, self._options)
         if self._debug_nan:

@@ -397,7 +397,7 @@ class StatefulFunction:
                 )
         return entry.call_flat(sig.leaves, state_vals)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         sig = self.signature(args, kwargs)
         entry = self.lookup(sig)
         states = entry.states

@@ -265,7 +265,7 @@ class StatefulMapping:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
         return getattr(config, field)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         target = self
         if self._unmapped:  # only then may an argument hold static leaves (see `_route`)
             target, args = self._route(args, kwargs)

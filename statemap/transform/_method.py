@@ -24,7 +24,7 @@ class _WeakBound:
         self.__name__ = getattr(fun, "__name__", "method")
         self.__qualname__ = getattr(fun, "__qualname__", self.__name__)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         obj = self.ref()
         if obj is None:
             raise ReferenceError("the instance this method transform was bound to no longer exists")

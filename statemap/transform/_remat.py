@@ -45,7 +45,7 @@ class _Checkpointed:
         self._runners: weakref.WeakKeyDictionary[Traced, _CallFlat] = weakref.WeakKeyDictionary()
         functools.update_wrapper(self, fun)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         sf = self.stateful
         sig = sf.signature(args, kwargs)
         entry = sf.lookup(sig)
