@@ -69,7 +69,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 
 
 def _named(fns: dict[str, Callable[[], Any]]) -> dict[str, Callable[[], Any]]:
-    return {"statemap": fns["lib"], "pure": fns["pure"]}
+    return {"statemap": fns["lib"], "pure": fns["pure"], **({"floor": fns["floor"]} if "floor" in fns else {})}
 
 
 def _skipped(case: str, title: str, why: str) -> dict[str, Any]:
@@ -121,6 +121,10 @@ def _warm_case(cfg: Config, case: str, jit_outer: bool) -> list[dict[str, Any]]:
             target,
             rounds_us={k: [x * 1e6 for x in v["rounds_s"]] for k, v in t.items()},
             calls=cfg["calls"],
+            # A minimal stateful wrapper around the same pure jax.jit (bench/workloads.py `_Wrapper`): what any
+            # library that keeps state in Python objects pays at least, whatever its engine.
+            floor_us=t["floor"]["median_s"] * 1e6,
+            floor_ratio=t["floor"]["median_s"] / t["pure"]["median_s"],
         )
     ]
 

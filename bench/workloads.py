@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -70,7 +71,33 @@ def small_pair(batch: int, width: int, jit_outer: bool, lib: Any = None) -> dict
         out, box["s"] = pure_fn(box["s"], x)
         return out
 
-    return {"lib": lambda: fn(x), "pure": pure_call}
+    return {"lib": lambda: fn(x), "pure": pure_call, "floor": _floor_wrapper(pure_fn, jnp.zeros((batch, width)), x)}
+
+
+class _Box:
+    def __init__(self, value: jax.Array) -> None:
+        self.value = value
+
+
+class _Wrapper:
+    """The least Python any stateful wrapper does per call: an object's ``__call__`` reading the value of a
+    weakly held state, calling a compiled function, writing the new value back."""
+
+    def __init__(self, compiled: Callable[..., Any], box: _Box) -> None:
+        self.compiled = compiled
+        self.ref = weakref.ref(box)
+
+    def __call__(self, *args: Any) -> Any:
+        box = self.ref()
+        assert box is not None
+        out, box.value = self.compiled(box.value, *args)
+        return out
+
+
+def _floor_wrapper(compiled: Callable[..., Any], value: jax.Array, x: jax.Array) -> Callable[[], Any]:
+    box = _Box(value)
+    wrapper = _Wrapper(compiled, box)
+    return lambda: (box, wrapper(x))[1]  # the lambda keeps the box alive, as a model keeps its states
 
 
 # -- many states read and written (case 3) -------------------------------------------------------------------
