@@ -691,6 +691,22 @@ def commit(states: Sequence[State], updates: dict[int, Any]) -> None:
             s._dead = None
 
 
+def commit_flat(states: Sequence[State], result: Sequence[Any]) -> None:
+    """`commit` of ``result[1 + i]`` into ``states[i]`` where it is not None (a dispatcher's fast path)."""
+    if len(states) == 1:  # one state: a single assignment is already atomic for other threads
+        v = result[1]
+        if v is not None:
+            s = states[0]
+            s._value = v
+            s._dead = None
+        return
+    with _WRITE_LOCK:
+        for s, v in zip(states, result[1:], strict=True):
+            if v is not None:
+                s._value = v
+                s._dead = None
+
+
 def write_back(states: Sequence[State], updates: dict[int, Any], who: str | None = None) -> None:
     """Write ``updates[i]`` into ``states[i]`` for every key ``i``: the one write-back of every transform.
 

@@ -31,7 +31,7 @@ import jax
 
 from .. import _compat
 from .._errors import MappingRuntimeError, StatemapError, TraceContextError, without_jax_note
-from .._state import State, commit, generation, read_refs, read_values, write_back
+from .._state import State, commit_flat, generation, read_refs, read_values, write_back
 from .._trace import CONTEXT
 from ._arguments import ArgSpec, CallSignature, value_signature
 
@@ -198,7 +198,7 @@ class Dispatcher:
                     break
                 self._local.known = known
                 try:
-                    written, out = known.jitted(values, kwargs, *args)  # flat: JAX's C++ path parses it fastest
+                    result = known.jitted(kwargs, *values, *args)  # flat: JAX's C++ path parses it fastest
                 except NewStates as e:
                     self._grow(e.states)
                     continue
@@ -214,18 +214,21 @@ class Dispatcher:
                 except (TypeError, OverflowError):
                     CallSignature.of(self.spec, args, kwargs)  # raises a statemap ArgumentError naming a bad argument
                     raise
-                commit(states, written)
-                return out
+                commit_flat(states, result)
+                return result[0]
         return self._call_traced(CallSignature.of(self.spec, args, kwargs))
 
-    def _body(self, *flat: Any) -> tuple[dict[int, Any], Any]:
-        """Body of the fast path's `jax.jit` (traced by JAX for a new signature only): ``(values, kwargs, *args)``.
+    def _body(self, kwargs: dict[str, Any], *flat: Any) -> tuple[Any, ...]:
+        """Body of the fast path's `jax.jit` (traced by JAX for a new signature only): ``(kwargs, *values, *args)``.
 
-        Returns ``{position among the known states: new value}`` for the states this signature writes (the dict's
-        keys are part of the output's structure, so they are static per signature) and the result.
+        Everything is flat, the cheapest for JAX's C++ dispatch to parse: one value per known state, then the
+        arguments. Returns ``(result, *new)`` with one entry per known state: its new value where this signature
+        writes it, else None (the positions of the Nones are part of the output's structure, so they are static
+        per signature; a state holding None written with None is no change).
         """
         known: _Known = self._local.known
-        values, kwargs, args = flat[0], flat[1], flat[2:]
+        n = len(known.refs)
+        values, args = flat[:n], flat[n:]
         sig = CallSignature.of(self.spec, args, kwargs)
         for fresh in (False, True):
             program, states = self._resolve(sig, fresh)
@@ -244,7 +247,10 @@ class Dispatcher:
                 raise NewStates([])
             # Keyed like JAX's cache of this `jax.jit`: the signature and the types of the state values.
             self._seen[(sig.key, tuple(value_signature(v) for v in values))] = (sig.abstract(), program)
-            return {pos[i]: v for i, v in zip(program.writes, new_values, strict=True)}, out
+            new: list[Any] = [None] * n
+            for i, v in zip(program.writes, new_values, strict=True):
+                new[pos[i]] = v
+            return (out, *new)
         raise _bug(self.spec.who)
 
     def _call_traced(self, sig: CallSignature) -> Any:
