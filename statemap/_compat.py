@@ -46,9 +46,17 @@ def new_trace_input(trace: Any, aval: Any) -> Any:
     input at its first touch, so the user's Python body runs once per signature. JAX has no public API for
     adding an input mid-trace; `DynamicJaxprTrace.new_arg(aval, source_info)` does it (JAX 0.7 - 0.10).
     Fallback: none; a JAX that removes it fails `tests/test_compat.py::test_new_trace_input`.
+
+    A `jax.ShapeDtypeStruct` made by `struct_like` keeps its varying manual axes (a per-lane slice of a state
+    split by a stateful `shard_map`): without them the lane's jaxpr would insert casts that fail on the real,
+    varying values (`tests/test_compat.py::test_new_trace_input_keeps_varying_axes`).
     """
     if isinstance(aval, jax.ShapeDtypeStruct):
-        aval = jax.core.ShapedArray(aval.shape, aval.dtype, weak_type=aval.weak_type)
+        mat = getattr(aval, "manual_axis_type", None)
+        extra: dict[str, Any] = {}
+        if mat is not None and not mat.empty:
+            extra = {"sharding": aval.sharding, "manual_axis_type": mat}
+        aval = jax.core.ShapedArray(aval.shape, aval.dtype, weak_type=aval.weak_type, **extra)
     return trace.new_arg(aval, source_info_util.current())
 
 

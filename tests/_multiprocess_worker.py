@@ -85,8 +85,46 @@ def main() -> int:
     out["shard_map"] = gathered(res)
     out["shard_map_state"] = gathered(cells.value)
     out["shard_map_count"] = float(count.value)
+    out.update(_sharded_jit(sm, mesh, row, glob, full, pid, local, gathered))
     print("RESULT " + json.dumps(out), flush=True)
     return 0
+
+
+def _sharded_jit(sm, mesh, row, glob, full, pid, local, gathered):
+    """`jit` with in/out shardings and `state_shardings` on the global mesh: global values and the layout."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    def rows_here(x):  # the global rows this process holds, and whether the state is still split by rows
+        spans = sorted({(s.index[0].start or 0, s.index[0].stop or 8) for s in x.addressable_shards})
+        return {"spec": str(x.sharding.spec), "spans": spans}
+
+    rep = NamedSharding(mesh, P())
+    w = sm.ParamState(jax.make_array_from_process_local_data(row, full[pid * local : (pid + 1) * local] / 10))
+
+    def step(v, scale=1.0):
+        w.value = w.value * 0.5 + jnp.sin(v)
+        return (w.value * v).sum(axis=1) * scale
+
+    fast = sm.transform.jit(step, in_shardings=(row,), out_shardings=rep)
+    traced = sm.transform.jit(step, static_argnums=1, in_shardings=(row,), out_shardings=rep)
+    res = [gathered(fast(glob)), gathered(traced(glob, 2.0)), gathered(fast(glob))]
+    out = {"jit": res, "jit_state": gathered(w.value), "jit_layout": rows_here(w.value)}
+
+    u = sm.ShortTermState(jnp.zeros((8, 2)), name="u")  # the same host value on every process, unsharded
+    r = sm.ShortTermState(jnp.ones((8, 2)), name="r")  # read only: placed after the call
+    placed = sm.transform.jit(lambda v: _accumulate(u, r, v), state_shardings={row: [u, r]}, out_shardings=rep)
+    res = [gathered(placed(glob)), gathered(placed(glob))]
+    out.update(placed=res, placed_state=gathered(u.value))
+    out.update(placed_layout=rows_here(u.value), placed_read_layout=rows_here(r.value))
+    return out
+
+
+def _accumulate(u, r, v):
+    u.value = u.value + v * r.value
+    return u.value.sum()
 
 
 if __name__ == "__main__":

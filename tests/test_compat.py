@@ -109,6 +109,25 @@ def test_new_trace_input():
     np.testing.assert_array_equal(out[0], np.arange(3.0) + 1)
 
 
+def test_new_trace_input_keeps_varying_axes():
+    """A struct from `struct_like` inside shard_map becomes an input that still varies over the mesh axis."""
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("d",))
+    seen = {}
+
+    def body(x):
+        def f(y):
+            extra = _compat.new_trace_input(_compat.current_trace(), _compat.struct_like(jax.typeof(x), (2,)))
+            seen["varies"] = _compat.varies_over_mesh(extra)
+            return y
+
+        jax.make_jaxpr(f)(1.0)
+        return x
+
+    spec = jax.sharding.PartitionSpec("d")
+    jax.shard_map(body, mesh=mesh, in_specs=spec, out_specs=spec)(jnp.ones((1, 2)))
+    assert seen == {"varies": True}
+
+
 def test_batch_dim_in():
     seen = {}
 

@@ -212,3 +212,16 @@ def test_user_keywords_named_like_the_fast_paths_parameters():
     g = sm.transform.vmap2(lambda x, values: x * values)
     for _ in range(3):
         np.testing.assert_array_equal(g(jnp.ones(3), values=jnp.arange(3.0)), np.arange(3.0))
+
+
+def test_a_user_keyword_named_self_reaches_the_function():
+    s = sm.State(jnp.zeros(3), name="s")
+
+    def f(x, self=0.0):
+        s.value = s.value + x + self
+        return s.value
+
+    np.testing.assert_array_equal(sm.transform.vmap2(lambda x, self: x + self)(jnp.ones(3), self=jnp.ones(3)), 2.0)
+    assert float(sm.transform.grad(lambda x, self: jnp.sum(x * self))(jnp.ones(3), self=2.0)[0]) == 2.0
+    np.testing.assert_array_equal(sm.transform.remat(f)(jnp.ones(3), self=1.0), 2.0)
+    np.testing.assert_array_equal(sm.transform.jit(f)(jnp.ones(3), self=1.0), 4.0)

@@ -645,3 +645,156 @@ def test_name_decorator_form_and_methods():
     assert "jit_tick" in c.tick.lower(3).as_text()
     assert c.tick.eval_shape(3).shape == ()
     assert int(c.n.value) == 2
+
+
+# state_shardings (conftest.py gives this process 2 CPU devices; tests/_shard_map_script.py runs 8).
+
+
+def _mesh_rows():
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    mesh = Mesh(np.array(jax.devices()), ("d",))
+    return NamedSharding(mesh, P("d")), P
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_state_shardings_place_selected_states_and_match_jax_jit(static):
+    rows, P = _mesh_rows()
+    n = 2 * len(jax.devices())
+    w = sm.ParamState(jnp.arange(n * 2.0).reshape(n, 2), name="w")  # written: constrained in and out
+    r = sm.ParamState(jnp.ones((n, 2)), name="r")  # read only: placed after the call
+    h = sm.ShortTermState(jnp.zeros(2), name="h")  # not selected
+    r0 = r.value
+    calls = []
+
+    def step(x, scale=1.0):
+        calls.append(1)
+        w.value = w.value * 0.5 + x * r.value
+        h.value = h.value + w.value.sum(axis=0)
+        return w.value.sum() * scale
+
+    @jax.jit
+    def pure(w, r, h, x):
+        w = w * 0.5 + x * r
+        return w, h + w.sum(axis=0), w.sum()
+
+    f = sm.transform.jit(step, static_argnums=(1,) if static else (), state_shardings={rows: sm.ParamState})
+    args = (1.0,) if static else ()
+    ws, hs = w.value, h.value
+    for i in range(3):
+        x = jnp.full((n, 2), 0.1 * (i + 1))
+        out = f(x, *args)
+        ws, hs, ref = pure(ws, r0, hs, x)
+        np.testing.assert_allclose(out, ref, rtol=1e-6)
+        np.testing.assert_allclose(w.value, ws, rtol=1e-6)
+        np.testing.assert_allclose(h.value, hs, rtol=1e-6)
+        assert w.value.sharding.spec == P("d") and r.value.sharding.spec == P("d")
+    assert len(calls) == 1  # placing states traces nothing again
+    np.testing.assert_array_equal(r.value, r0)
+
+
+def test_state_shardings_move_a_state_committed_to_another_device():
+    rows, P = _mesh_rows()
+    w = sm.ParamState(jax.device_put(jnp.ones((4, 2)), jax.devices()[-1]), name="w")
+
+    @sm.transform.jit(state_shardings={rows: w})
+    def step():
+        w.value = w.value + 1.0
+        return w.value.sum()
+
+    assert float(step()) == 16.0
+    assert w.value.sharding.spec == P("d")
+    np.testing.assert_array_equal(w.value, jnp.full((4, 2), 2.0))
+
+
+def test_state_shardings_select_like_state_in_axes_first_entry_wins():
+    rows, P = _mesh_rows()
+    from jax.sharding import NamedSharding
+
+    rep = NamedSharding(rows.mesh, P())
+    a = sm.ShortTermState(jnp.zeros((4, 2)), name="a")
+    b = sm.ShortTermState(jnp.zeros((4, 2)), name="b")
+    b.add_tag("replicated")
+    c = sm.ShortTermState(jnp.zeros((4, 2)), name="c")
+
+    def step():
+        for s in (a, b, c):
+            s.value = s.value + 1.0
+
+    sm.transform.jit(step, state_shardings={rep: "replicated", rows: [a, b]})()
+    assert a.value.sharding.spec == P("d") and b.value.sharding.spec == P()
+    assert c.value.sharding.spec != P("d")  # not selected: JAX decides
+    np.testing.assert_array_equal(c.value, jnp.ones((4, 2)))
+
+
+def test_state_shardings_on_methods_and_inside_an_enclosing_jit():
+    rows, P = _mesh_rows()
+
+    class Layer(sm.nn.Module):
+        def __init__(self):
+            self.w = sm.ParamState(jnp.ones((4, 3)))
+
+        @sm.transform.jit(state_shardings={rows: sm.ParamState})
+        def step(self, x):
+            self.w.value = self.w.value * x
+            return self.w.value.sum()
+
+    layer = Layer()
+    assert float(layer.step(2.0)) == 24.0 and layer.w.value.sharding.spec == P("d")
+    assert float(sm.transform.jit(layer.step)(0.5)) == 12.0
+    np.testing.assert_array_equal(layer.w.value, jnp.ones((4, 3)))
+    assert "sharding" in layer.step.lower(1.0).as_text()
+
+
+def test_state_shardings_errors_name_the_state_and_change_nothing():
+    rows, P = _mesh_rows()
+    odd = sm.ParamState(jnp.zeros((3, 2)), name="odd")
+    flat = sm.ParamState(jnp.zeros(()), name="flat")
+
+    def write(s):
+        def f():
+            s.value = s.value + 1.0
+
+        return f
+
+    with pytest.raises(sm.BatchAxisError, match=r"'odd'.*dimension 0 \(size 3\) does not divide by 2"):
+        sm.transform.jit(write(odd), state_shardings={rows: odd})()
+    with pytest.raises(sm.BatchAxisError, match=r"'flat'.*spec has 1 entries but the value has 0 dimension"):
+        sm.transform.jit(write(flat), state_shardings={rows: flat})()
+    np.testing.assert_array_equal(odd.value, jnp.zeros((3, 2)))
+    with pytest.raises(TypeError, match=r"state_shardings is not a dict with Sharding keys(.|\n)*PartitionSpec"):
+        sm.transform.jit(write(odd), state_shardings={P("d"): odd})
+    with pytest.raises(TypeError, match=r"state_shardings has a selector .* not a filter(.|\n)*float 2.5"):
+        sm.transform.jit(write(odd), state_shardings={rows: 2.5})
+
+
+def test_state_shardings_under_a_plain_jax_jit_leave_no_tracer_in_states():
+    rows, P = _mesh_rows()
+    r = sm.ParamState(jnp.ones((4, 2)), name="r")  # read only: placing it would need a concrete value
+    f = sm.transform.jit(lambda x: (r.value * x).sum(), state_shardings={rows: r})
+    assert float(jax.jit(f)(2.0)) == 16.0
+    _assert_clean([r], [jnp.ones((4, 2))])
+    assert float(f(2.0)) == 16.0 and r.value.sharding.spec == P("d")  # placed by the eager call
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_in_and_out_shardings_apply_to_arguments_and_result_on_both_paths(static):
+    rows, P = _mesh_rows()
+    from jax.sharding import NamedSharding
+
+    rep = NamedSharding(rows.mesh, P())
+    s = sm.ShortTermState(jnp.zeros((4, 2)), name="s")
+
+    def step(x, scale=1.0):
+        s.value = s.value + x
+        return x * scale
+
+    f = sm.transform.jit(step, static_argnums=(1,) if static else (), in_shardings=(rows,), out_shardings=rep)
+    args = (2.0,) if static else ()
+    x = jax.device_put(jnp.ones((4, 2)), rep)  # on the mesh with another sharding: resharded, not refused
+    out = f(x, *args)
+    assert out.sharding.spec == P()
+    np.testing.assert_array_equal(out, x * (2.0 if static else 1.0))
+    np.testing.assert_array_equal(s.value, jnp.ones((4, 2)))
+    assert "sharding" in f.lower(x, *args).as_text()

@@ -1,4 +1,5 @@
-"""pmap2 across two real processes on loopback (`jax.distributed`), against one process with 8 devices.
+"""pmap2, shard_map and sharded jit across two real processes on loopback (`jax.distributed`), against one
+process with 8 devices.
 
 The launcher starts each worker (tests/_multiprocess_worker.py) in its own process group and kills only that
 group on timeout, so a hung collective cannot hang the suite.
@@ -73,7 +74,7 @@ def test_two_processes_see_eight_devices(runs):
 @pytest.mark.parametrize(
     "key",
     ["pmap2", "pmap2_state", "key_after", "pmap2_again", "pmap2_new_states", "shard_map", "shard_map_state",
-     "shard_map_count"],
+     "shard_map_count", "jit", "jit_state", "placed", "placed_state"],
 )  # fmt: skip
 def test_pmap2_across_processes_matches_one_process(runs, key):
     single, double = runs
@@ -90,3 +91,13 @@ def test_random_streams_differ_per_global_device(runs):
 def test_jit_of_pmap2_behaves_as_jit_of_jax_pmap(runs):
     for r in [*runs[0], *runs[1]]:
         np.testing.assert_allclose(r["jit_pmap2_local"], r["jit_pmap_raw_local"])
+
+
+@pytest.mark.parametrize("key", ["jit_layout", "placed_layout", "placed_read_layout"])
+def test_sharded_jit_states_stay_split_by_rows_on_each_process(runs, key):
+    """A state written by jit(in/out_shardings) or placed by state_shardings stays split by rows: 8 rows over 1
+    process x 8 devices, or 4 rows on each of 2 processes x 4 devices, together every row once."""
+    single, double = runs
+    assert single[0][key] == {"spec": "P('d',)", "spans": [[i, i + 1] for i in range(8)]}
+    assert [r[key]["spec"] for r in double] == ["P('d',)", "P('d',)"]
+    assert [r[key]["spans"] for r in double] == [[[i, i + 1] for i in range(4)], [[i, i + 1] for i in range(4, 8)]]

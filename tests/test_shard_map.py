@@ -129,3 +129,111 @@ def test_explain_shows_each_state():
     assert (by_name["'total'"]["in_axis"], by_name["'total'"]["how"]) == ("broadcast", "replicated")
     assert any(r["in_axis"] == "split-rng" for r in by_name.values())
     np.testing.assert_array_equal(rows.value, jnp.ones((4 * N, 3)))  # explain runs nothing
+
+
+# unexpected_out_state_mapping: an undeclared per-shard write comes back with one row per shard (as vmap2
+# scatters an undeclared per-lane write on a new axis 0), or raises (the default, above).
+
+
+def _per_shard_sums(old):
+    return jnp.stack([old + blk.sum(axis=0) for blk in jnp.split(X, N)])  # the loop oracle: one row per shard
+
+
+def test_policy_warn_brings_rows_back_with_one_warning_naming_the_state():
+    s = sm.ShortTermState(jnp.zeros(3), name="per_shard")
+
+    def g(x):
+        s.value = x.sum(axis=0)  # written only: the same shape on every call
+        return x
+
+    f = sm.transform.shard_map(g, MESH, P("d"), P("d"), unexpected_out_state_mapping="warn")
+    with pytest.warns(UserWarning, match=r"'per_shard'.*one row per shard on a new axis 0 of size"):
+        f(X)
+    np.testing.assert_allclose(s.value, _per_shard_sums(jnp.zeros(3)), rtol=1e-6)
+    f(X)  # warned once: pytest turns a second warning into an error
+    assert s.value.shape == (N, 3)
+    row = f.explain(X).rows[0]
+    assert (row["in_axis"], row["out_axis"], row["how"]) == ("broadcast", "rows P('d',)", "policy:warn")
+
+
+def test_policy_ignore_is_silent_and_matches_pure_shard_map():
+    s = sm.ShortTermState(jnp.array([1.0, -1.0, 0.5]), name="s")
+    old = s.value
+
+    def g(x):
+        s.value = s.value + x.sum(axis=0)
+        return x * 2
+
+    out = sm.transform.shard_map(g, MESH, P("d"), P("d"), unexpected_out_state_mapping="ignore")(X)
+    ref = jax.shard_map(
+        lambda s, x: (x * 2, (s + x.sum(axis=0))[None]), mesh=MESH, in_specs=(P(), P("d")), out_specs=(P("d"), P("d"))
+    )
+    want_out, want_s = ref(old, X)
+    np.testing.assert_allclose(out, want_out, rtol=1e-6)
+    np.testing.assert_allclose(s.value, want_s, rtol=1e-6)
+    np.testing.assert_allclose(s.value, _per_shard_sums(old), rtol=1e-6)
+
+
+def test_policy_auto_gives_each_shard_its_row_once_it_has_one():
+    s = sm.ShortTermState(jnp.zeros(3), name="acc")
+
+    def g(x):
+        s.value = s.value + x.sum(axis=0)
+        return x
+
+    f = sm.transform.shard_map(g, MESH, P("d"), P("d"), unexpected_out_state_mapping="auto")
+    with pytest.warns(UserWarning, match="'acc'"):
+        f(X)  # replicated on input, per shard on output: rows on a new axis
+    want = _per_shard_sums(jnp.zeros(3))
+    np.testing.assert_allclose(s.value, want, rtol=1e-6)
+    row = f.explain(X).rows[0]
+    assert (row["in_axis"], row["out_axis"], row["how"]) == ("rows P('d',)", "rows P('d',)", "policy:auto")
+    f(X)  # read with one row per shard: each shard sees its row, the shape stays
+    ref = jax.shard_map(lambda s, x: s + x.sum(axis=0)[None], mesh=MESH, in_specs=(P("d"), P("d")), out_specs=P("d"))
+    np.testing.assert_allclose(s.value, ref(want, X), rtol=1e-6)
+    assert s.value.shape == (N, 3)
+
+
+def test_policies_leave_declared_reduced_and_replicated_writes_alone():
+    rows, total, step = _model()
+    f = sm.transform.shard_map(
+        step, MESH, P("d"), P("d"), state_in_specs={P("d"): rows}, unexpected_out_state_mapping="warn"
+    )
+    f(X)  # no warning: rows is declared, total is written with a value reduced over the mesh
+    assert rows.value.shape == (4 * N, 3) and total.value.shape == (3,)
+    s = sm.ShortTermState(jnp.zeros(3), name="s")
+
+    def g(x):
+        s.value = s.value + x.sum(axis=0)
+        return x
+
+    sm.transform.shard_map(g, MESH, P("d"), P("d"), state_reduce={"sum": s}, unexpected_out_state_mapping="auto")(X)
+    np.testing.assert_allclose(s.value, X.sum(axis=0), rtol=1e-6)
+
+
+def test_bad_policy_is_rejected_and_the_error_offers_the_policies():
+    with pytest.raises(ValueError, match=r"shard_map: unexpected_out_state_mapping='bogus' is not a policy"):
+        sm.transform.shard_map(lambda x: x, MESH, P("d"), P("d"), unexpected_out_state_mapping="bogus")
+    s = sm.ShortTermState(jnp.zeros(3), name="s")
+
+    def g(x):
+        s.value = x.sum(axis=0)
+        return x
+
+    with pytest.raises(sm.BatchAxisError, match=r"fix:(.|\n)*unexpected_out_state_mapping='warn'/'auto'"):
+        sm.transform.shard_map(g, MESH, P("d"), P("d"))(X)
+
+
+def test_policy_auto_reads_rows_a_state_already_has_in_a_fresh_transform():
+    s = sm.ShortTermState(jnp.arange(N * 3.0).reshape(N, 3), name="rows_already")
+    old = s.value
+
+    def g(x):
+        s.value = s.value * 2 + x.sum()  # works on the full value too: found by the first discovery
+        return x
+
+    f = sm.transform.shard_map(g, MESH, P("d"), P("d"), unexpected_out_state_mapping="auto")
+    f(X)  # no warning: the shape does not change
+    ref = jax.shard_map(lambda s, x: s * 2 + jax.numpy.sum(x), mesh=MESH, in_specs=(P("d"), P("d")), out_specs=P("d"))
+    np.testing.assert_allclose(s.value, ref(old, X), rtol=1e-6)
+    assert f.explain(X).rows[0]["how"] == "policy:auto"

@@ -1,4 +1,5 @@
-"""statemap transforms inside `jax.shard_map` (check_vma=True) and sharded `jit`, 8 simulated CPU devices.
+"""statemap transforms inside `jax.shard_map` and statemap's own `shard_map` (check_vma=True), sharded `jit`
+and `state_shardings`, shard_map policies on a 2-d mesh: 8 simulated CPU devices.
 
 Runs tests/_shard_map_script.py (the `_compat.struct_like` entry keeps the shard_map axes a value varies over).
 
@@ -17,6 +18,9 @@ _CHECKS = [
     "map_and_loops",
     "jit_grad_cond_inside",
     "sharded_jit_keeps_state_sharding",
+    "jit_state_shardings_on_a_2d_mesh",
+    "vmap2_map_and_for_loop_inside_stateful_shard_map",
+    "shard_map_policy_auto_on_a_2d_mesh",
 ]
 
 

@@ -10,16 +10,25 @@ One call signature is planned once, in two steps:
 2. **Program** (`_program`). The states become inputs of one `jax.shard_map`, split by their specs (the rest
    replicated); written states come back with their spec: the `state_out_specs` entry, their input spec, or
    replicated (``P()``) when the value is the same on every shard. A value that differs per shard without a
-   declared spec is a `BatchAxisError` naming the state. Random states give every shard its own stream from
-   one split of the key (as `vmap2`/`pmap2` do), and the key advances once per call.
+   declared spec follows ``unexpected_out_state_mapping``: ``'raise'`` is a `BatchAxisError` naming the state;
+   ``'warn'``/``'ignore'``/``'auto'`` bring it back as **rows**: a new leading axis with one row per shard (in
+   mesh order, split by ``P(<every mesh axis>)``), as `vmap2` scatters an undeclared per-lane write on a new axis
+   0. Under ``'auto'`` a state that is read and already has one row per shard on axis 0 is planned again with
+   rows on input too: each shard sees its own row (axis 0 removed) and writes it back, so the state keeps its
+   shape. Random states give every shard its own stream from one split of the key (as `vmap2`/`pmap2` do), and
+   the key advances once per call.
 
 Calls run through the shared `Dispatcher` like `jit` and the mappings, and the program is `jax.jit`-compiled.
+With ``check_vma=False`` JAX records no varying axes, so every write is taken to be the same on every shard.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+import warnings
+import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -35,13 +44,91 @@ from ..util.filter import Predicate
 from ._arguments import ArgSpec, CallSignature
 from ._dispatch import Dispatcher, Program, check_signatures
 from ._mapping import MappingPlan
-from ._mapping_axes import coerce_selector, first_match, is_unmatched
+from ._mapping_axes import POLICIES, coerce_selector, first_match, is_unmatched
 from ._mapping_plan import lane_key_pairs, state_row
-from ._reductions import label, lane_reduce, match_reduction, normalize_state_reduce
+from ._reductions import Reduction, label, lane_reduce, match_reduction, normalize_state_reduce
 
-__all__ = ["shard_map", "StatefulShardMap"]
+__all__ = ["shard_map", "StatefulShardMap", "ShardMapConfig"]
 
-_RNG = "split-rng"
+_RNG = "split-rng"  # input role of a RandomState holding one key: every shard draws its own stream
+_ROWS = "rows"  # input role under policy 'auto': one row per shard on axis 0, each shard sees its own row
+
+Specs = tuple[tuple[P, Predicate], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardMapConfig:
+    """The declared configuration of a stateful `shard_map` (see `shard_map` for each option's meaning).
+
+    Attributes:
+      mesh / in_specs / out_specs / check_vma: As in `jax.shard_map`.
+      state_in / state_out: Normalised ``((PartitionSpec, predicate), ...)``.
+      state_reduce: Normalised ``((reduction, predicate), ...)`` (`_reductions.py`).
+      policy: ``unexpected_out_state_mapping``.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jax.sharding import Mesh, PartitionSpec as P
+      >>> from statemap.transform._shard_map import ShardMapConfig
+      >>> mesh = Mesh(np.array(jax.devices()), ("d",))
+      >>> config = ShardMapConfig.create(mesh, P("d"), P("d"), unexpected_out_state_mapping="warn")
+      >>> config.policy, config.rows_spec
+      ('warn', P('d',))
+    """
+
+    mesh: jax.sharding.Mesh
+    in_specs: Any
+    out_specs: Any
+    check_vma: bool = True
+    state_in: Specs = ()
+    state_out: Specs = ()
+    state_reduce: tuple[tuple[Reduction, Predicate], ...] = ()
+    policy: str = "raise"
+
+    @classmethod
+    def create(
+        cls,
+        mesh: jax.sharding.Mesh,
+        in_specs: Any,
+        out_specs: Any,
+        *,
+        state_in_specs: dict[Any, Any] | None = None,
+        state_out_specs: dict[Any, Any] | None = None,
+        state_reduce: dict[Any, Any] | None = None,
+        unexpected_out_state_mapping: str = "raise",
+        check_vma: bool = True,
+    ) -> ShardMapConfig:
+        """Validate the options and build the config (errors name ``shard_map``)."""
+        if unexpected_out_state_mapping not in POLICIES:
+            raise ValueError(
+                message(
+                    "shard_map",
+                    f"unexpected_out_state_mapping={unexpected_out_state_mapping!r} is not a policy",
+                    f"one of {', '.join(repr(p) for p in POLICIES)}",
+                    repr(unexpected_out_state_mapping),
+                    "use 'raise' (default), 'warn', 'ignore' or 'auto'",
+                )
+            )
+        return cls(
+            mesh,
+            in_specs,
+            out_specs,
+            bool(check_vma),
+            _specs(state_in_specs, "state_in_specs"),
+            _specs(state_out_specs, "state_out_specs"),
+            normalize_state_reduce(state_reduce, "shard_map"),
+            unexpected_out_state_mapping,
+        )
+
+    @property
+    def axes(self) -> tuple[Any, ...]:
+        return tuple(self.mesh.axis_names)
+
+    @property
+    def rows_spec(self) -> P:
+        """How rows (one per shard, on axis 0) are split: over every mesh axis, in mesh order."""
+        axes = self.axes
+        return _spec(axes[0] if len(axes) == 1 else axes)
 
 
 def shard_map(
@@ -53,6 +140,7 @@ def shard_map(
     state_in_specs: dict[Any, Any] | None = None,
     state_out_specs: dict[Any, Any] | None = None,
     state_reduce: dict[Any, Any] | None = None,
+    unexpected_out_state_mapping: str = "raise",
     check_vma: bool = True,
 ) -> StatefulShardMap:
     """`jax.shard_map` for a function that reads and writes states (see the module docstring for the rules).
@@ -61,16 +149,22 @@ def shard_map(
       f: Function of the argument blocks; it may read and write `State`s it closes over.
       mesh / in_specs / out_specs / check_vma: As in `jax.shard_map` (specs for positional arguments).
       state_in_specs: ``{PartitionSpec: selector}``: states split by that spec (each shard sees its block).
+        Selectors are those of `vmap2`'s ``state_in_axes``: a `State`, states, a State type, a tag, a filter.
       state_out_specs: ``{PartitionSpec: selector}``: written states that come back with that spec.
       state_reduce: ``{reduction: selector}`` for replicated states written per shard, as in `vmap2`: the
         reduction over all shards (a collective over every mesh axis); they come back replicated.
+      unexpected_out_state_mapping: A state written with a value that differs per shard but selected by no
+        spec or reduction: ``'raise'`` (default) a `BatchAxisError`; ``'warn'`` bring it back as rows (a new
+        axis 0 with one row per shard, split by ``P(<every mesh axis>)``) with a warning; ``'ignore'`` the same,
+        silently; ``'auto'`` the same, but a state that is read and already has one row per shard on axis 0
+        is split into rows on input too (each shard sees its row), so it keeps its shape.
 
     Returns:
       A `StatefulShardMap`; call it like `f`.
 
     Raises:
       BatchAxisError: a selected state's dimension does not divide by its mesh axes, or a state is written
-        with a value that differs per shard but has no spec to come back with.
+        with a value that differs per shard but has no spec to come back with (policy ``'raise'``).
 
     Examples:
       >>> import numpy as np
@@ -86,11 +180,39 @@ def shard_map(
       >>> f = sm.transform.shard_map(step, mesh, P("d"), P("d"), state_in_specs={P("d"): rows})
       >>> f(jnp.ones((2 * n, 3))).shape == (2 * n, 3), float(rows.value.sum()) == 6 * n, float(total.value[0]) == 2 * n
       (True, True, True)
+
+      An undeclared per-shard write under ``'auto'``: the first call brings it back with one row per shard
+      (with a warning), later calls give each shard its own row:
+
+      >>> import warnings
+      >>> seen = sm.ShortTermState(jnp.zeros(()), name="seen")
+      >>> def count(x):
+      ...     seen.value = seen.value + x.sum()
+      ...     return x
+      >>> g = sm.transform.shard_map(count, mesh, P("d"), P("d"), unexpected_out_state_mapping="auto")
+      >>> with warnings.catch_warnings(record=True) as caught:
+      ...     warnings.simplefilter("always")
+      ...     _ = g(jnp.ones(2 * n))
+      >>> seen.value.shape == (n,), "one row per shard" in str(caught[0].message)
+      (True, True)
+      >>> _ = g(jnp.ones(2 * n))
+      >>> seen.value.shape == (n,), float(seen.value[0])
+      (True, 4.0)
     """
-    return StatefulShardMap(f, mesh, in_specs, out_specs, state_in_specs, state_out_specs, state_reduce, check_vma)
+    config = ShardMapConfig.create(
+        mesh,
+        in_specs,
+        out_specs,
+        state_in_specs=state_in_specs,
+        state_out_specs=state_out_specs,
+        state_reduce=state_reduce,
+        unexpected_out_state_mapping=unexpected_out_state_mapping,
+        check_vma=check_vma,
+    )
+    return StatefulShardMap(f, config)
 
 
-def _specs(spec: dict[Any, Any] | None, what: str) -> tuple[tuple[P, Predicate], ...]:
+def _specs(spec: dict[Any, Any] | None, what: str) -> Specs:
     if spec is None:
         return ()
     if not isinstance(spec, dict) or not all(isinstance(k, P) for k in spec):
@@ -106,7 +228,7 @@ def _specs(spec: dict[Any, Any] | None, what: str) -> tuple[tuple[P, Predicate],
     return tuple((k, coerce_selector(v)) for k, v in spec.items())
 
 
-def _match(specs: tuple[tuple[P, Predicate], ...], state: State) -> P | None:
+def _match(specs: Specs, state: State) -> P | None:
     """The spec of the first entry selecting `state`, or None (``P()`` is a spec: replicated)."""
     found = first_match(specs, state)
     return None if is_unmatched(found) else found
@@ -114,6 +236,10 @@ def _match(specs: tuple[tuple[P, Predicate], ...], state: State) -> P | None:
 
 class StatefulShardMap:
     """The callable returned by `shard_map` (one plan per call signature, run by the shared `Dispatcher`).
+
+    Attributes:
+      origin_fun: The wrapped function.
+      config: The frozen `ShardMapConfig`.
 
     Examples:
       >>> import numpy as np
@@ -124,25 +250,14 @@ class StatefulShardMap:
       ('StatefulShardMap', Array(True, dtype=bool))
     """
 
-    def __init__(
-        self,
-        f: Callable[..., Any],
-        mesh: jax.sharding.Mesh,
-        in_specs: Any,
-        out_specs: Any,
-        state_in_specs: dict[Any, Any] | None,
-        state_out_specs: dict[Any, Any] | None,
-        state_reduce: dict[Any, Any] | None,
-        check_vma: bool,
-    ) -> None:
+    def __init__(self, f: Callable[..., Any], config: ShardMapConfig) -> None:
         if not callable(f):
             raise TypeError(f"shard_map: expected a callable, got {type(f).__name__}")
         self.origin_fun = f
-        self.mesh, self.in_specs, self.out_specs, self.check_vma = mesh, in_specs, out_specs, check_vma
-        self._state_in = _specs(state_in_specs, "state_in_specs")
-        self._state_out = _specs(state_out_specs, "state_out_specs")
-        self._reduce = normalize_state_reduce(state_reduce, "shard_map")
+        self.config = config
         self._plans: dict[Hashable, tuple[Program, int]] = {}
+        self._warned: weakref.WeakSet[State] = weakref.WeakSet()  # states a policy warned about (once each)
+        self._rows: weakref.WeakSet[State] = weakref.WeakSet()  # states a policy brought back as rows
         self._dispatcher = Dispatcher(self._resolve, ArgSpec("shard_map"), fast=True)
         functools.update_wrapper(self, f, updated=())
 
@@ -155,7 +270,7 @@ class StatefulShardMap:
             states = cached[0].states()
             if states is not None:
                 return cached[0], states
-        found = _discover(self, sig)
+        found = _plan(self, sig)
         program = _program(self, sig, found)
         if program.cacheable:
             self._plans[sig.key] = (program, generation())
@@ -163,6 +278,11 @@ class StatefulShardMap:
 
     def explain(self, *args: Any) -> MappingPlan:
         """How a call with these arguments treats each state, without running it (as `StatefulMapping.explain`).
+
+        ``in_axis`` is the state's input spec (``'broadcast'``: replicated; ``'split-rng'``; ``'rows P(...)'``:
+        one row per shard on axis 0, policy ``'auto'``), ``out_axis`` its output spec (``'rows P(...)'`` for a
+        write brought back with one row per shard), ``how`` one of ``'declared'``, ``'replicated'``,
+        ``'reduce:<r>'``, ``'policy:<p>'``, ``'rng'`` or ``'read-only'``.
 
         Examples:
           >>> import numpy as np
@@ -176,15 +296,17 @@ class StatefulShardMap:
           ("'h'", "P('d',)", "P('d',)", 'declared')
         """
         sig = CallSignature.of(self._dispatcher.spec, args, {})
-        found = _discover(self, sig)
-        rows = [_row(self, found, i) for i in range(len(found.states))]
+        found = _plan(self, sig)
+        rows = [_row(self.config, found, i) for i in range(len(found.states))]
         cached = self._plans.get(sig.key)
-        return MappingPlan("shard_map", self.mesh.size, rows, "hit" if cached else "miss")
+        return MappingPlan("shard_map", self.config.mesh.size, rows, "hit" if cached else "miss")
 
-    def _role(self, state: State) -> Any:
-        if isinstance(state, RandomState) and getattr(peek(state), "shape", None) == ():
-            return _RNG
-        return _match(self._state_in, state)
+    def _as_rows(self, state: State, warning: str | None) -> None:
+        """Record that a policy brings `state` back as rows (policy 'auto' reads them per shard next time)."""
+        self._rows.add(state)
+        if warning is not None and state not in self._warned:
+            self._warned.add(state)
+            warnings.warn(warning, UserWarning, stacklevel=2)
 
 
 class _Found:
@@ -196,31 +318,54 @@ class _Found:
         self.written: list[bool] = []
         self.read: list[bool] = []
         self.varies: list[bool] = []
+        self.shapes: list[Any] = []  # per state, the shapes of its leaves at the end of the run
 
 
-def _discover(sm_: StatefulShardMap, sig: CallSignature) -> _Found:
+def _role(config: ShardMapConfig, state: State, promoted: frozenset[int]) -> Any:
+    if isinstance(state, RandomState) and getattr(peek(state), "shape", None) == ():
+        return _RNG
+    if id(state) in promoted:
+        return _ROWS
+    return _match(config.state_in, state)
+
+
+def _plan(sm_: StatefulShardMap, sig: CallSignature) -> _Found:
+    """Discover the call, giving rows on input to the states policy 'auto' promotes.
+
+    Those are the states this transform brought back as rows before (known before tracing, so the function
+    never sees their full value), and any other state read and written per shard that already has one row per
+    shard (found by the first discovery, which then runs once more).
+    """
+    config = sm_.config
+    promoted = frozenset(id(s) for s in sm_._rows if _has_rows(config, s)) if config.policy == "auto" else frozenset()
+    found = _discover(sm_, sig, promoted)
+    more = frozenset(id(s) for i, s in enumerate(found.states) if _promotes(config, found, i))
+    return _discover(sm_, sig, promoted | more) if more else found
+
+
+def _discover(sm_: StatefulShardMap, sig: CallSignature, promoted: frozenset[int]) -> _Found:
     found = _Found()
-    mesh = sm_.mesh
+    config = sm_.config
 
     def probe(*blocks: Any) -> tuple[()]:
         trace = _compat.current_trace()
 
         def hook(state: State, value: Any) -> Any:
-            role = sm_._role(state)
             with _compat.use_trace(trace):
-                return _probe_view(mesh, state, role, value)
+                return _probe_view(config, state, _role(config, state, promoted), value)
 
         with lane_keys(), StateTrace(hook, "shard_map") as frame:
             sm_.origin_fun(*blocks)
         for i, state in enumerate(frame.states):
             found.states.append(state)
-            found.roles.append(sm_._role(state))
+            found.roles.append(_role(config, state, promoted))
             found.written.append(frame.written[i])
             found.read.append(frame.read[i])
             found.varies.append(frame.written[i] and _compat.varies_over_mesh(frame.values[i]))
+            found.shapes.append([tuple(x.shape) for x in jax.tree_util.tree_leaves(frame.values[i])])
         return ()
 
-    mapped = jax.shard_map(probe, mesh=mesh, in_specs=sm_.in_specs, out_specs=(), check_vma=sm_.check_vma)
+    mapped = jax.shard_map(probe, mesh=config.mesh, in_specs=config.in_specs, out_specs=(), check_vma=config.check_vma)
     jax.make_jaxpr(mapped)(*sig.args)
     return found
 
@@ -239,10 +384,14 @@ def _shard_index(mesh: jax.sharding.Mesh, names: Any) -> Any:
     return index
 
 
-def _probe_view(mesh: jax.sharding.Mesh, state: State, role: Any, value: Any) -> Any:
+def _probe_view(config: ShardMapConfig, state: State, role: Any, value: Any) -> Any:
     """A state's value as one shard sees it, from its full value (discovery only: nothing is computed)."""
+    mesh = config.mesh
     if role == _RNG:
-        return jax.random.split(value, mesh.size)[_shard_index(mesh, tuple(mesh.axis_names))]
+        return jax.random.split(value, mesh.size)[_shard_index(mesh, config.axes)]
+    if role == _ROWS:
+        index = _shard_index(mesh, config.axes)
+        return jax.tree_util.tree_map(lambda x: jax.lax.dynamic_index_in_dim(x, index, keepdims=False), value)
     if role is None:
         return value
 
@@ -275,14 +424,37 @@ def _check_divides(mesh: jax.sharding.Mesh, state: State, spec: P, x: Any) -> No
             )
 
 
-def _out_spec(sm_: StatefulShardMap, found: _Found, i: int) -> P:
+def _promotes(config: ShardMapConfig, found: _Found, i: int) -> bool:
+    """Policy 'auto': an undeclared state read and written per shard that already has one row per shard."""
+    state = found.states[i]
+    if config.policy != "auto" or not (found.varies[i] and found.read[i]) or found.roles[i] is not None:
+        return False
+    if _match(config.state_out, state) is not None or match_reduction(config.state_reduce, state) is not None:
+        return False
+    return _has_rows(config, state)
+
+
+def _has_rows(config: ShardMapConfig, state: State) -> bool:
+    """Whether every leaf of the state's value has one row per shard on axis 0."""
+    if isinstance(state, RandomState) or _match(config.state_in, state) is not None:
+        return False
+    leaves = jax.tree_util.tree_leaves(peek(state))
+    return bool(leaves) and all(getattr(x, "ndim", 0) >= 1 and x.shape[0] == config.mesh.size for x in leaves)
+
+
+def _out_spec(config: ShardMapConfig, found: _Found, i: int) -> tuple[P, str]:
+    """(output spec, how it was decided) of a written state that is not reduced."""
     state, role = found.states[i], found.roles[i]
-    decl = _match(sm_._state_out, state)
+    decl = _match(config.state_out, state)
     if decl is not None:
-        return decl
+        return decl, "declared"
+    if role == _ROWS:
+        return config.rows_spec, "policy:auto"
     if isinstance(role, P):
-        return role
-    if found.varies[i]:
+        return role, "declared"
+    if not found.varies[i]:
+        return _spec(), "replicated"
+    if config.policy == "raise":
         raise BatchAxisError(
             message(
                 "shard_map",
@@ -290,26 +462,28 @@ def _out_spec(sm_: StatefulShardMap, found: _Found, i: int) -> P:
                 "does not select it",
                 "a state_out_specs entry for every state written per shard (or a value reduced over the mesh)",
                 f"a per-shard write of {tree_aval(peek(state))}",
-                "declare it, e.g. state_in_specs={P('d'): s} and state_out_specs={P('d'): s}, or reduce the "
-                "value with jax.lax.psum/pmean before writing it",
+                "declare it, e.g. state_in_specs={P('d'): s} and state_out_specs={P('d'): s}, reduce the value "
+                "with jax.lax.psum/pmean before writing it, or pass unexpected_out_state_mapping='warn'/'auto' to "
+                "bring it back with one row per shard",
             )
         )
-    return _spec()
+    return config.rows_spec, f"policy:{config.policy}"
 
 
-def _row(sm_: StatefulShardMap, found: _Found, i: int) -> dict[str, Any]:
+def _row(config: ShardMapConfig, found: _Found, i: int) -> dict[str, Any]:
     state, role = found.states[i], found.roles[i]
-    in_axis = "split-rng" if role == _RNG else (repr(role) if isinstance(role, P) else "broadcast")
+    in_axis = {_RNG: "split-rng", _ROWS: f"rows {config.rows_spec!r}", None: "broadcast"}.get(role, repr(role))
     row = state_row(state, in_axis, found.read[i], found.written[i])
     if role == _RNG:
         row["how"] = "rng"
     elif found.written[i]:
-        reduction = match_reduction(sm_._reduce, state)
+        reduction = match_reduction(config.state_reduce, state)
         if reduction is not None:
             row["out_axis"], row["how"] = "P()", label(reduction)
         else:
-            row["out_axis"] = repr(_out_spec(sm_, found, i))
-            row["how"] = "declared" if isinstance(role, P) or _match(sm_._state_out, state) else "replicated"
+            spec, how = _out_spec(config, found, i)
+            row["out_axis"] = f"rows {spec!r}" if how.startswith("policy:") else repr(spec)
+            row["how"] = how
     return row
 
 
@@ -318,14 +492,43 @@ def _spec(*names: Any) -> P:
     return P(*names)  # type: ignore[no-untyped-call]
 
 
+def _out_specs(
+    sm_: StatefulShardMap, found: _Found, writes: list[int]
+) -> tuple[dict[int, Reduction], list[P], set[int]]:
+    """Per written state: its reduction, its output spec, and whether it comes back as rows (a policy)."""
+    config, states = sm_.config, found.states
+    reduced = {i: r for i in writes if (r := match_reduction(config.state_reduce, states[i])) is not None}
+    specs: list[P] = []
+    rows: set[int] = set()
+    for i in writes:
+        if i in reduced:
+            specs.append(_spec())
+            continue
+        spec, how = _out_spec(config, found, i)
+        specs.append(spec)
+        if how.startswith("policy:"):
+            rows.add(i)
+            sm_._as_rows(states[i], _rows_warning(config, found, i) if how != "policy:ignore" else None)
+    return reduced, specs, rows
+
+
+def _rows_warning(config: ShardMapConfig, found: _Found, i: int) -> str | None:
+    if found.roles[i] == _ROWS:  # read per shard already: nothing changes shape
+        return None
+    shapes = ", ".join(str((config.mesh.size, *shape)) for shape in found.shapes[i])
+    return (
+        f"shard_map: {describe_state(found.states[i])} was written with a value that differs per shard but is not "
+        f"declared in state_out_specs; it comes back with one row per shard on a new axis 0 of size "
+        f"{config.mesh.size} (new shape {shapes}). Declare it to silence this warning."
+    )
+
+
 def _program(sm_: StatefulShardMap, sig: CallSignature, found: _Found) -> Program:
-    mesh, states = sm_.mesh, found.states
-    axes = tuple(mesh.axis_names)
+    config, states = sm_.config, found.states
     writes = [i for i, w in enumerate(found.written) if w and found.roles[i] != _RNG]
     rng = [i for i, r in enumerate(found.roles) if r == _RNG]
-    in_state_specs = tuple(_spec(axes) if r == _RNG else (r if isinstance(r, P) else _spec()) for r in found.roles)
-    reduced = {i: r for i in writes if (r := match_reduction(sm_._reduce, states[i])) is not None}
-    out_state_specs = tuple(_spec() if i in reduced else _out_spec(sm_, found, i) for i in writes)
+    in_state_specs = tuple(_in_spec(config, r) for r in found.roles)
+    reduced, out_state_specs, rows = _out_specs(sm_, found, writes)
     sigs = tuple(
         tuple((a.shape, a.dtype, a.weak_type) for a in map(jax.typeof, jax.tree_util.tree_leaves(peek(s))))
         for s in states
@@ -339,6 +542,8 @@ def _program(sm_: StatefulShardMap, sig: CallSignature, found: _Found) -> Progra
                     carry = b[0][1]
                     register(carry, b[0][0])
                     b = carry
+                elif r == _ROWS:  # the shard's block is its one row
+                    b = jax.tree_util.tree_map(lambda x: x[0], b)
                 views[id(s)] = b
             with StateTrace(functools.partial(_view, views), "shard_map") as frame:
                 out = sm_.origin_fun(*args)
@@ -346,16 +551,19 @@ def _program(sm_: StatefulShardMap, sig: CallSignature, found: _Found) -> Progra
         for i in writes:
             value = frame.values[frame.index(states[i])]  # type: ignore[index]
             if i in reduced:  # a collective over every mesh axis: the same value on every shard
-                value = lane_reduce(reduced[i], value, views[id(states[i])], axes)
+                value = lane_reduce(reduced[i], value, views[id(states[i])], config.axes)
+            elif i in rows:  # one row per shard
+                value = jax.tree_util.tree_map(lambda x: x[None], value)
             new.append(value)
         return out, tuple(new)
 
+    per_arg = config.in_specs if isinstance(config.in_specs, tuple) else (config.in_specs,) * len(sig.args)
     mapped = jax.shard_map(
         body,
-        mesh=mesh,
-        in_specs=(sm_.in_specs if isinstance(sm_.in_specs, tuple) else (sm_.in_specs,) * len(sig.args), in_state_specs),
-        out_specs=(sm_.out_specs, out_state_specs),
-        check_vma=sm_.check_vma,
+        mesh=config.mesh,
+        in_specs=(per_arg, in_state_specs),
+        out_specs=(config.out_specs, tuple(out_state_specs)),
+        check_vma=config.check_vma,
     )
 
     def run(arg_leaves: list[Any], values: list[Any]) -> tuple[list[Any], Any]:
@@ -363,13 +571,19 @@ def _program(sm_: StatefulShardMap, sig: CallSignature, found: _Found) -> Progra
         args, _ = sig.rebuild(arg_leaves)
         blocks, new_keys = list(values), []
         for i in rng:
-            new_key, pairs = lane_key_pairs(values[i], mesh.size)
+            new_key, pairs = lane_key_pairs(values[i], config.mesh.size)
             blocks[i] = pairs
             new_keys.append(new_key)
         out, written = mapped(tuple(args), tuple(blocks))
         return list(written) + new_keys, out
 
     return Program(states, writes + rng, run, jax.jit(run))
+
+
+def _in_spec(config: ShardMapConfig, role: Any) -> P:
+    if role in (_RNG, _ROWS):
+        return config.rows_spec if role == _ROWS else _spec(config.axes)
+    return role if isinstance(role, P) else _spec()
 
 
 def _view(views: dict[int, Any], state: State, value: Any) -> Any:
