@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Self
 
 import jax
@@ -659,6 +659,38 @@ def read_values(states: Sequence[State]) -> list[Any]:
     if _CONTEXT.stack:
         return [s.value for s in states]
     return [s._value if s._dead is None else _dead(s) for s in states]
+
+
+MISSING = object()  # `call_with_values`: a state could not be read; nothing was called
+
+
+def call_with_values(refs: Sequence[Any], fn: Callable[..., Sequence[Any]], args: tuple[Any, ...]) -> Any:
+    """``fn(*values, *args)`` over weakly referenced states, outside every trace; commits its new values.
+
+    The whole warm path of a dispatcher (`statemap.transform._dispatch.Dispatched`) in one call: `fn` returns
+    ``(result, *new)``, one entry per state (None where it writes nothing), and this returns ``result``.
+    Returns `MISSING` without calling `fn` when a state died or holds a dead tracer; an exception of `fn`
+    propagates with nothing written.
+    """
+    if len(refs) == 1:  # the common case, without lists
+        s = refs[0]()
+        if s is None or s._dead is not None:
+            return MISSING
+        out = fn(s._value, *args)
+        v = out[1]
+        if v is not None:  # one state: a single assignment is already atomic for other threads
+            s._value = v
+            s._dead = None
+        return out[0]
+    if not refs:  # a function that touches no state
+        return fn(*args)[0]
+    try:
+        states, values = read_refs(refs)
+    except (AttributeError, TraceContextError):
+        return MISSING
+    out = fn(*values, *args)
+    commit_flat(states, out)
+    return out[0]
 
 
 def read_refs(refs: Sequence[Any]) -> tuple[list[State], list[Any]]:

@@ -31,11 +31,21 @@ import jax
 
 from .. import _compat
 from .._errors import MappingRuntimeError, StatemapError, TraceContextError, without_jax_note
-from .._state import State, commit_flat, generation, read_refs, read_values, write_back
+from .._state import (
+    _GENERATION,
+    MISSING,
+    State,
+    call_with_values,
+    commit_flat,
+    generation,
+    read_refs,
+    read_values,
+    write_back,
+)
 from .._trace import CONTEXT
 from ._arguments import ArgSpec, CallSignature, value_signature
 
-__all__ = ["Program", "Dispatcher", "StaleProgram", "NewStates", "check_signatures"]
+__all__ = ["Program", "Dispatcher", "Dispatched", "StaleProgram", "NewStates", "check_signatures"]
 
 _MAX_TRIES = 8  # each try learns new states or drops dead ones; more means a function touching ever-new states
 
@@ -119,23 +129,31 @@ class _Known:
     comes with a new `jax.jit` whose cache starts empty.
     """
 
-    __slots__ = ("refs", "index", "jitted", "generation")
+    __slots__ = ("refs", "index", "jitted", "jitted_kw", "generation")
 
-    def __init__(self, refs: tuple[weakref.ref[State], ...], jitted: Callable[..., Any], generation: int) -> None:
+    def __init__(
+        self, refs: tuple[weakref.ref[State], ...], jitted: tuple[Callable[..., Any], ...], generation: int
+    ) -> None:
         self.refs = refs
         self.index: dict[int, int] = {id(r()): i for i, r in enumerate(refs)}
-        self.jitted = jitted
+        # ``jitted(*values, *args)`` for calls without keyword arguments (an empty dict costs JAX's argument
+        # parsing ~0.15 us), ``jitted_kw(kwargs, *values, *args)`` for the others.
+        self.jitted, self.jitted_kw = jitted
         self.generation = generation  # the generation of states every compiled signature was checked against
 
     def grown(self, states: Sequence[State]) -> _Known:
         new = [weakref.ref(s) for s in states if id(s) not in self.index]
-        return _Known(self.refs + tuple(new), self.jitted, self.generation)
+        return _Known(self.refs + tuple(new), (self.jitted, self.jitted_kw), self.generation)
 
     def stamped(self, generation: int) -> _Known:
-        return _Known(self.refs, self.jitted, generation)
+        return _Known(self.refs, (self.jitted, self.jitted_kw), generation)
 
 
 Resolve = Callable[[CallSignature, bool], tuple[Program, list[State]]]
+
+
+Around = Callable[[Callable[[tuple[Any, ...], dict[str, Any]], Any], tuple[Any, ...], dict[str, Any]], Any]
+_AGAIN = object()  # `Dispatcher._handle`: the fast path learned something; try the call again
 
 
 class Dispatcher:
@@ -149,6 +167,9 @@ class Dispatcher:
       jit_kwargs: Extra keyword arguments for the fast path's `jax.jit`.
       cold: Whether the first eager call of a signature runs its program op by op instead of compiling it.
       name: How messages name the transformed function (default: the transform's name).
+      around: ``around(run, args, kwargs)``, for a transform that must do something around each call (route it,
+        place states afterwards): every call goes through it, with ``run(args, kwargs)`` dispatching the call;
+        `Dispatched.__call__`'s inline fast path is then off.
     """
 
     def __init__(
@@ -159,12 +180,14 @@ class Dispatcher:
         jit_kwargs: dict[str, Any] | None = None,
         cold: bool = False,
         name: str | None = None,
+        around: Around | None = None,
     ) -> None:
         self._resolve = resolve
         self.spec = spec
         self.name = name or spec.who  # the user's function, in messages
         self._fast = fast and not spec.has_static
         self._cold = cold
+        self._around = around
         # Whether eager calls take the fast path now. With a cold tier, calls take the traced path until one
         # ran cold: a fresh transform's first call then never enters the fast path's `jax.jit` (its trace and
         # aborts cost as much as the call). A Python-tier program turns it off for good.
@@ -172,53 +195,91 @@ class Dispatcher:
         self._has_direct = False
         self._jit_kwargs = dict(jit_kwargs or {})
         self._lock = threading.Lock()
-        self._local = threading.local()
+        self.handoff = threading.local()  # `.known`: the snapshot a call read its values from, for `_body`
         # What the fast path compiled, keyed like its `jax.jit` cache: (signature key, state value types).
         self._seen: dict[Hashable, tuple[CallSignature, Program]] = {}
         self._known = self._empty()
+        self.ready: _Known | None = None  # the known list while `Dispatched.__call__` may try it inline
+        self._publish()
         self.calls = 0  # number of calls (cache statistics of the transforms)
 
     def _empty(self, refs: tuple[weakref.ref[State], ...] = ()) -> _Known:
-        return _Known(refs, jax.jit(self._body, **self._jit_kwargs), generation())
+        jitted = jax.jit(self._body, **self._jit_kwargs), jax.jit(self._body_kw, **self._jit_kwargs)
+        return _Known(refs, jitted, generation())
+
+    def _publish(self) -> None:
+        self.ready = self._known if self._fast_ready and self._around is None else None
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self._around is not None:
+            return self._around(self.run, args, kwargs)
+        return self.run(args, kwargs)
+
+    def run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Dispatch one call: the fast path when eager and ready, else the traced path."""
         self.calls += 1
-        if self._fast_ready and not CONTEXT.stack:  # the hot path of every eager call: keep it flat
-            for _ in range(_MAX_TRIES):
-                known = self._known
-                if known.generation != generation():  # states were created or re-bound since: check again
-                    self._revalidate(known)
-                    continue
-                try:
-                    states, values = read_refs(known.refs)
-                except AttributeError:  # a known state died: compact the list (new positions, new jax.jit)
-                    self._compact()
-                    continue
-                except TraceContextError:  # a known state holds a dead tracer: the traced path tells if it matters
-                    break
-                self._local.known = known
-                try:
-                    result = known.jitted(kwargs, *values, *args)  # flat: JAX's C++ path parses it fastest
-                except NewStates as e:
-                    self._grow(e.states)
-                    continue
-                except RunOutside as e:
-                    sig = CallSignature.of(self.spec, args, kwargs)
-                    if not _is_eager(sig):  # called under a raw JAX trace: no op-by-op run there
-                        return self._call_traced(sig)
-                    return self._run_outside(e.program, e.states, sig)
-                except StatemapError as e:
-                    raise without_jax_note(e) from None
-                except _compat.InternalFloatingPointError as e:
-                    raise _floating_point_error(e, self.name) from None
-                except (TypeError, OverflowError):
-                    CallSignature.of(self.spec, args, kwargs)  # raises a statemap ArgumentError naming a bad argument
-                    raise
-                commit_flat(states, result)
-                return result[0]
+        if self._fast_ready and not CONTEXT.stack:
+            return self._retry(args, kwargs)
         return self._call_traced(CallSignature.of(self.spec, args, kwargs))
 
-    def _body(self, kwargs: dict[str, Any], *flat: Any) -> tuple[Any, ...]:
+    def after(self, error: Exception, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Finish a call whose inline fast-path try (`Dispatched.__call__`) raised `error`."""
+        self.calls += 1
+        out = self._handle(error, args, kwargs)
+        return self._retry(args, kwargs) if out is _AGAIN else out
+
+    def _retry(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The fast path: each failed try adapts the known list (or the generation) and tries again."""
+        for _ in range(_MAX_TRIES):
+            known = self._known
+            if known.generation != _GENERATION[0]:  # states were created or re-bound since: check again
+                self._revalidate(known)
+                continue
+            try:
+                states, values = read_refs(known.refs)
+            except AttributeError:  # a known state died: compact the list (new positions, new jax.jit)
+                self._compact()
+                continue
+            except TraceContextError:  # a known state holds a dead tracer: the traced path tells if it matters
+                break
+            self.handoff.known = known
+            try:
+                if kwargs:
+                    result = known.jitted_kw(kwargs, *values, *args)
+                else:
+                    result = known.jitted(*values, *args)  # flat: JAX's C++ path parses it fastest
+            except Exception as e:
+                out = self._handle(e, args, kwargs)
+                if out is _AGAIN:
+                    continue
+                return out
+            commit_flat(states, result)
+            return result[0]
+        return self._call_traced(CallSignature.of(self.spec, args, kwargs))
+
+    def _handle(self, error: Exception, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """What the fast path's `jax.jit` raised: learn and return `_AGAIN`, finish the call another way, or raise."""
+        if isinstance(error, NewStates):
+            self._grow(error.states)
+            return _AGAIN
+        if isinstance(error, RunOutside):
+            sig = CallSignature.of(self.spec, args, kwargs)
+            if not _is_eager(sig):  # called under a raw JAX trace: no op-by-op run there
+                return self._call_traced(sig)
+            return self._run_outside(error.program, error.states, sig)
+        if isinstance(error, StatemapError):
+            raise without_jax_note(error) from None
+        if isinstance(error, _compat.InternalFloatingPointError):
+            raise _floating_point_error(error, self.name) from None
+        if isinstance(error, (TypeError, OverflowError)):
+            CallSignature.of(self.spec, args, kwargs)  # raises a statemap ArgumentError naming a bad argument
+        raise error
+
+    def _body(self, *flat: Any) -> tuple[Any, ...]:
+        """Body of the fast path's `jax.jit` for calls without keyword arguments: ``(*values, *args)``."""
+        return self._body_kw({}, *flat)
+
+    def _body_kw(self, kwargs: dict[str, Any], *flat: Any) -> tuple[Any, ...]:
         """Body of the fast path's `jax.jit` (traced by JAX for a new signature only): ``(kwargs, *values, *args)``.
 
         Everything is flat, the cheapest for JAX's C++ dispatch to parse: one value per known state, then the
@@ -226,7 +287,7 @@ class Dispatcher:
         writes it, else None (the positions of the Nones are part of the output's structure, so they are static
         per signature; a state holding None written with None is no change).
         """
-        known: _Known = self._local.known
+        known: _Known = self.handoff.known
         n = len(known.refs)
         values, args = flat[:n], flat[n:]
         sig = CallSignature.of(self.spec, args, kwargs)
@@ -275,8 +336,10 @@ class Dispatcher:
         if program.direct is not None:  # the Python tier: keep this transform off the fast path from now on
             self._has_direct = True
             self._fast_ready = False
+            self._publish()
             return program.direct(sig)
         self._fast_ready = self._fast and not self._has_direct
+        self._publish()
         try:
             new_values, out = program.run(sig.leaves, read_values(states))
         except StaleProgram:  # another thread changed a state's type since the program was resolved
@@ -297,6 +360,7 @@ class Dispatcher:
                 if not kept:
                     self._seen = {}
                 self._known = known.stamped(gen) if kept else self._empty()
+                self._publish()
 
     def _same_program(self, sig: CallSignature, program: Program) -> bool:
         try:
@@ -307,17 +371,48 @@ class Dispatcher:
     def _grow(self, states: list[State]) -> None:
         with self._lock:
             self._known = self._known.grown(states)
+            self._publish()
 
     def _compact(self) -> None:
         with self._lock:
             self._seen = {}
             self._known = self._empty(tuple(r for r in self._known.refs if r() is not None))
+            self._publish()
 
     def clear(self) -> None:
         """Forget the known states and the fast path's compiled code."""
         with self._lock:
             self._seen = {}
             self._known = self._empty()
+            self._publish()
+
+
+class Dispatched:
+    """Base of the transforms whose calls a `Dispatcher` runs: calling one tries the fast path inline.
+
+    A warm eager call is the hot path of every transform, so its first try lives here, in the transform's own
+    ``__call__`` (one Python frame): read the known states' values, call the fast path's `jax.jit`, write back
+    (`statemap._state.call_with_values`, which owns the values).
+    Anything else (a new generation of states, a trace on the stack, a dead state, a new signature's trace
+    raising, an `around` hook) goes to the dispatcher, which finishes the call.
+    """
+
+    _dispatcher: Dispatcher
+
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
+        d = self._dispatcher
+        known = d.ready
+        if known is None or known.generation != _GENERATION[0] or kwargs or CONTEXT.stack:
+            return d(args, kwargs)
+        d.handoff.known = known
+        try:
+            out = call_with_values(known.refs, known.jitted, args)
+        except Exception as e:
+            return d.after(e, args, kwargs)
+        if out is MISSING:  # a known state died or holds a dead tracer: the dispatcher sorts it out
+            return d(args, kwargs)
+        d.calls += 1
+        return out
 
 
 def run_program(program: Program, states: list[State], leaves: list[Any]) -> Any:

@@ -29,7 +29,7 @@ from .._state import State, peek, write_back
 from .._trace import CONTEXT
 from ..util.filter import Predicate
 from ._arguments import CallSignature, parse_argnums, resolve_argnums, shift_argnums
-from ._dispatch import Dispatcher, Program, check_signatures
+from ._dispatch import Dispatched, Dispatcher, Program, check_signatures
 from ._eval_shape import out_shapes
 from ._make_jaxpr import StatefulFunction, Traced
 from ._mapping_axes import coerce_selector, first_match, is_unmatched
@@ -40,7 +40,7 @@ __all__ = ["jit", "JittedFunction"]
 Placements = tuple[tuple[jax.sharding.Sharding, Predicate], ...]
 
 
-class JittedFunction:
+class JittedFunction(Dispatched):
     """The callable returned by `jit`. Call it like the original function.
 
     Attributes:
@@ -106,22 +106,18 @@ class JittedFunction:
             fast,
             jit_kwargs,
             name=f"jit({getattr(fun, '__qualname__', None) or repr(fun)})",
+            around=self._call_placing if self.state_shardings else None,
         )
         functools.update_wrapper(self, fun, updated=())
 
-    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
-        if not self.state_shardings:
-            return self._dispatcher(args, kwargs)
-        return self._call_placing(args, kwargs)
-
-    def _call_placing(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """A call with ``state_shardings``: a selected state JAX cannot constrain is placed first, then retried."""
+    def _call_placing(self, run: Callable[[tuple[Any, ...], dict[str, Any]], Any], args: Any, kwargs: Any) -> Any:
+        """Each call with ``state_shardings``: a selected state JAX cannot constrain is placed first, then retried."""
         try:
-            out = self._dispatcher(args, kwargs)
+            out = run(args, kwargs)
         except ValueError as e:  # e.g. a state committed to one device, its sharding over a mesh
             if isinstance(e, StatemapError) or not _place(self._placed):
                 raise
-            out = self._dispatcher(args, kwargs)
+            out = run(args, kwargs)
         _place(self._placed)
         return out
 

@@ -18,7 +18,7 @@ import jax
 from .._errors import ConcreteValueError
 from .._state import State, generation, peek
 from ._arguments import CallSignature
-from ._dispatch import Dispatcher, Program
+from ._dispatch import Dispatched, Dispatcher, Program
 from ._mapping_config import MappingConfig
 from ._mapping_plan import Built, NeedsConcrete, build
 from ._mapping_python import python_tier
@@ -93,7 +93,7 @@ class MappingPlan:
         return str(self)
 
 
-class StatefulMapping:
+class StatefulMapping(Dispatched):
     """A `jax.vmap`/`jax.pmap` that keeps state semantics.
 
     States the function closes over are handled per lane: states selected by `state_in_axes` are sliced along
@@ -255,6 +255,7 @@ class StatefulMapping:
             config.jitted,
             cold=config.vectorised,
             name=f"{config.name}({getattr(fun, '__qualname__', None) or repr(fun)})",
+            around=self._route if self._unmapped else None,
         )
         functools.update_wrapper(self, fun, updated=())
 
@@ -265,15 +266,15 @@ class StatefulMapping:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
         return getattr(config, field)
 
-    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
-        target = self
-        if self._unmapped:  # only then may an argument hold static leaves (see `_route`)
-            target, args = self._route(args, kwargs)
-        return target._dispatcher(args, kwargs)
+    def _route(self, run: Callable[[tuple[Any, ...], dict[str, Any]], Any], args: Any, kwargs: dict[str, Any]) -> Any:
+        """The dispatcher's `around` hook when some argument is mapped with None (see `_target`)."""
+        target, args = self._target(args, kwargs)
+        return run(args, kwargs) if target is self else target._dispatcher.run(args, kwargs)
 
-    def _route(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[StatefulMapping, tuple[Any, ...]]:
-        """(the mapping that handles this call, its arguments): a child when static leaves are taken out."""
-        if may_hold_static_leaves(self.config, args):
+    def _target(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[StatefulMapping, tuple[Any, ...]]:
+        """(the mapping that handles this call, its arguments): an argument mapped with None may hold static
+        leaves, which a child mapping per value takes out of the call (`_static_leaves.py`)."""
+        if self._unmapped and may_hold_static_leaves(self.config, args):
             split = split_static_leaves(self.config, args, kwargs)
             if split is not None:
                 return self._child(split), split.holed(args)
@@ -328,7 +329,7 @@ class StatefulMapping:
           >>> h.value.sum()
           Array(0., dtype=float32)
         """
-        target, args = self._route(args, kwargs)
+        target, args = self._target(args, kwargs)
         if target is not self:
             return target.explain(*args, **kwargs)
         sig = CallSignature.of(self.config.args, args, kwargs)
@@ -348,7 +349,7 @@ class StatefulMapping:
           >>> "sine" in f.lower(jnp.ones(3)).as_text()
           True
         """
-        target, args = self._route(args, kwargs)
+        target, args = self._target(args, kwargs)
         if target is not self:
             return target.lower(*args, **kwargs)
         sig = CallSignature.of(self.config.args, args, kwargs)
