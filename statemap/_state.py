@@ -661,36 +661,45 @@ def read_values(states: Sequence[State]) -> list[Any]:
     return [s._value if s._dead is None else _dead(s) for s in states]
 
 
-MISSING = object()  # `call_with_values`: a state could not be read; nothing was called
+MISSING = object()  # `caller`: a state could not be read; nothing was called
 
 
-def call_with_values(refs: Sequence[Any], fn: Callable[..., Sequence[Any]], args: tuple[Any, ...]) -> Any:
-    """``fn(*values, *args)`` over weakly referenced states, outside every trace; commits its new values.
+def caller(refs: Sequence[Any]) -> Callable[[Callable[..., Sequence[Any]], tuple[Any, ...]], Any]:
+    """``call(fn, args)``: ``fn(*values, *args)`` over these weakly referenced states, committing its new values.
 
-    The whole warm path of a dispatcher (`statemap.transform._dispatch.Dispatched`) in one call: `fn` returns
-    ``(result, *new)``, one entry per state (None where it writes nothing), and this returns ``result``.
-    Returns `MISSING` without calling `fn` when a state died or holds a dead tracer; an exception of `fn`
-    propagates with nothing written.
+    The whole warm path of a dispatcher (`statemap.transform._dispatch.Dispatched`) in one call, made once per
+    known list (specialised for one state, the common case). `fn` returns ``(result, *new)``, one entry per
+    state (None where it writes nothing); ``call`` returns ``result``. Outside every trace only. It returns
+    `MISSING` without calling `fn` when a state died or holds a dead tracer; an exception of `fn` propagates
+    with nothing written.
     """
-    if len(refs) == 1:  # the common case, without lists
-        s = refs[0]()
-        if s is None or s._dead is not None:
+    if len(refs) == 1:
+        (ref,) = refs
+
+        def call_one(fn: Callable[..., Sequence[Any]], args: tuple[Any, ...]) -> Any:
+            s = ref()
+            if s is None or s._dead is not None:
+                return MISSING
+            out = fn(s._value, *args)
+            v = out[1]
+            if v is not None:  # one state: a single assignment is already atomic for other threads
+                s._value = v
+                s._dead = None
+            return out[0]
+
+        return call_one
+
+    def call(fn: Callable[..., Sequence[Any]], args: tuple[Any, ...]) -> Any:
+        try:
+            states, values = read_refs(refs)
+        except (AttributeError, TraceContextError):
             return MISSING
-        out = fn(s._value, *args)
-        v = out[1]
-        if v is not None:  # one state: a single assignment is already atomic for other threads
-            s._value = v
-            s._dead = None
+        out = fn(*values, *args)
+        if states:
+            commit_flat(states, out)
         return out[0]
-    if not refs:  # a function that touches no state
-        return fn(*args)[0]
-    try:
-        states, values = read_refs(refs)
-    except (AttributeError, TraceContextError):
-        return MISSING
-    out = fn(*values, *args)
-    commit_flat(states, out)
-    return out[0]
+
+    return call
 
 
 def read_refs(refs: Sequence[Any]) -> tuple[list[State], list[Any]]:

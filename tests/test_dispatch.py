@@ -11,7 +11,7 @@ import pytest
 
 import statemap as sm
 from statemap.transform._arguments import ArgSpec
-from statemap.transform._dispatch import Dispatcher, Program
+from statemap.transform._dispatch import Dispatcher, NewStates, Program
 
 
 class _Model(sm.nn.Module):
@@ -225,3 +225,26 @@ def test_a_user_keyword_named_self_reaches_the_function():
     assert float(sm.transform.grad(lambda x, self: jnp.sum(x * self))(jnp.ones(3), self=2.0)[0]) == 2.0
     np.testing.assert_array_equal(sm.transform.remat(f)(jnp.ones(3), self=1.0), 2.0)
     np.testing.assert_array_equal(sm.transform.jit(f)(jnp.ones(3), self=1.0), 4.0)
+
+
+def test_a_stale_known_list_is_never_traced_with_another_lists_positions():
+    a, b = sm.State(jnp.zeros(()), name="a"), sm.State(jnp.ones(()), name="b")
+
+    @sm.transform.jit
+    def f(x):
+        a.value = a.value + x.sum()
+        if x.ndim == 2:  # another signature touches one more state
+            b.value = b.value + 1.0
+        return a.value
+
+    f(jnp.ones(2))
+    f(jnp.ones(2))
+    old = f._dispatcher._known
+    assert len(old.refs) == 1
+    f(jnp.ones((2, 2)))  # grows the list: a new list, a new jax.jit
+    new = f._dispatcher._known
+    assert len(new.refs) == 2 and new.token is not old.token
+    with pytest.raises(NewStates):  # a call that read the old list and traces a new signature reads again
+        old.jitted(a.value, jnp.ones(3))
+    np.testing.assert_array_equal(f(jnp.ones(3)), 2.0 + 2.0 + 4.0 + 3.0)
+    assert float(b.value) == 2.0

@@ -625,27 +625,27 @@ def test_mypy_strict_sees_the_value_type(tmp_path):
     assert status == 1
 
 
-def test_call_with_values_reads_calls_and_commits():
+def test_caller_reads_calls_and_commits():
     a, b = sm.State(jnp.zeros(2), name="a"), sm.State(jnp.ones(2), name="b")
     refs = [weakref.ref(a), weakref.ref(b)]
 
     def fn(va, vb, x):
         return va.sum() + x, va + x, None  # writes a, not b
 
-    assert float(_state.call_with_values(refs, fn, (1.0,))) == 1.0
+    assert float(_state.caller(refs)(fn, (1.0,))) == 1.0
     np.testing.assert_array_equal(a.value, [1.0, 1.0])
     np.testing.assert_array_equal(b.value, [1.0, 1.0])
-    assert float(_state.call_with_values(refs[:1], lambda v, x: (x, None), (3.0,))) == 3.0
-    assert _state.call_with_values([], lambda x: (x * 2,), (2.0,)) == 4.0
+    assert float(_state.caller(refs[:1])(lambda v, x: (x, None), (3.0,))) == 3.0
+    assert _state.caller([])(lambda x: (x * 2,), (2.0,)) == 4.0
     del b
     gc.collect()
-    assert _state.call_with_values(refs, fn, (1.0,)) is _state.MISSING  # a dead state: nothing called
-    assert _state.call_with_values([weakref.ref(sm.State(0.0))], fn, (1.0,)) is _state.MISSING
+    assert _state.caller(refs)(fn, (1.0,)) is _state.MISSING  # a dead state: nothing called
+    assert _state.caller([weakref.ref(sm.State(0.0))])(fn, (1.0,)) is _state.MISSING
     np.testing.assert_array_equal(a.value, [1.0, 1.0])
 
     def boom(va, x):
         raise ValueError("user error")
 
     with pytest.raises(ValueError, match="user error"):
-        _state.call_with_values(refs[:1], boom, (1.0,))
+        _state.caller(refs[:1])(boom, (1.0,))
     np.testing.assert_array_equal(a.value, [1.0, 1.0])  # nothing written

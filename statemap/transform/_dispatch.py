@@ -4,24 +4,25 @@ A transform (a `JittedFunction`, a `StatefulMapping`) turns each call signature 
 touches (held weakly), a pure function of (argument leaves, state values) → (new values of the states it writes,
 result), and that function compiled for eager calls. The `Dispatcher` does the rest, in one of two ways:
 
-- **Fast path** (eager calls, no static arguments): one `jax.jit` built once per dispatcher receives the values of
-  every state the transform is known to touch (its *known* list) plus the call's arguments, so JAX's C++
-  dispatch does the signature check and the cache lookup. Its body runs only when JAX traces a new signature: it
-  asks the transform for the program and inlines it. A program touching a state not yet known raises `NewStates`;
-  the dispatcher adds the states and retries. Known states are held weakly; when one dies the list is compacted
-  and the `jax.jit` rebuilt (positions changed, so compiled code for the old list must not be reused).
+- **Fast path** (eager calls, no static arguments): a `jax.jit` per list of states the transform is known to
+  touch (its *known* list) receives their values plus the call's arguments, flat, so JAX's C++ dispatch does the
+  signature check and the cache lookup. Its body runs only when JAX traces a new signature: it asks the
+  transform for the program and inlines it. A program touching a state not yet known raises `NewStates`; the
+  dispatcher makes a longer list (with its own `jax.jit`) and retries. Known states are held weakly; when one
+  dies the list is compacted (a new list, a new `jax.jit`). The first try of a warm call runs inline in the
+  transform's `__call__` (`Dispatched`), in one Python frame.
 - **Traced path** (inside an enclosing statemap transform, or with static arguments): build the signature, get
   the program, read the values (recording the reads), run the compiled program, write back.
 
 Both paths write back through `statemap._state.write_back`, the one write-back of every transform. A program
 whose states changed shape since it was built raises `StaleProgram` when JAX retraces it; the dispatcher asks
-for a fresh program once. Thread safety: the known list is an immutable snapshot replaced under a lock, and the
-snapshot a call read its values from is the one its traced body sees (a thread-local hand-off, since JAX traces
-the body in the calling thread).
+for a fresh program once. Thread safety: the known list is an immutable snapshot replaced under a lock; a traced
+body checks that its `jax.jit` still belongs to the current list (its `token`), else the call reads again.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Sequence
@@ -35,7 +36,7 @@ from .._state import (
     _GENERATION,
     MISSING,
     State,
-    call_with_values,
+    caller,
     commit_flat,
     generation,
     read_refs,
@@ -125,28 +126,31 @@ class RunOutside(Exception):
 class _Known:
     """Immutable snapshot of the fast path: known states (weakly), their positions, and the `jax.jit` for them.
 
-    Growing appends (positions stay valid, so the compiled code is kept); compacting moves positions, so it
-    comes with a new `jax.jit` whose cache starts empty.
+    Each list of known states has its own `jax.jit` (its compiled code takes one value per state), identified
+    by `token`, which the traced body checks against the dispatcher's current list. A new generation that keeps
+    the same programs keeps the list, the token and the compiled code (`stamped`).
     """
 
-    __slots__ = ("refs", "index", "jitted", "jitted_kw", "generation")
+    __slots__ = ("refs", "index", "token", "jitted", "jitted_kw", "generation", "call")
 
     def __init__(
-        self, refs: tuple[weakref.ref[State], ...], jitted: tuple[Callable[..., Any], ...], generation: int
+        self,
+        refs: tuple[weakref.ref[State], ...],
+        token: object,
+        jitted: tuple[Callable[..., Any], Callable[..., Any]],
+        generation: int,
     ) -> None:
         self.refs = refs
         self.index: dict[int, int] = {id(r()): i for i, r in enumerate(refs)}
+        self.token = token
         # ``jitted(*values, *args)`` for calls without keyword arguments (an empty dict costs JAX's argument
         # parsing ~0.15 us), ``jitted_kw(kwargs, *values, *args)`` for the others.
         self.jitted, self.jitted_kw = jitted
         self.generation = generation  # the generation of states every compiled signature was checked against
-
-    def grown(self, states: Sequence[State]) -> _Known:
-        new = [weakref.ref(s) for s in states if id(s) not in self.index]
-        return _Known(self.refs + tuple(new), (self.jitted, self.jitted_kw), self.generation)
+        self.call = caller(refs)  # read the values, call, commit (`Dispatched.__call__`)
 
     def stamped(self, generation: int) -> _Known:
-        return _Known(self.refs, (self.jitted, self.jitted_kw), generation)
+        return _Known(self.refs, self.token, (self.jitted, self.jitted_kw), generation)
 
 
 Resolve = Callable[[CallSignature, bool], tuple[Program, list[State]]]
@@ -195,7 +199,6 @@ class Dispatcher:
         self._has_direct = False
         self._jit_kwargs = dict(jit_kwargs or {})
         self._lock = threading.Lock()
-        self.handoff = threading.local()  # `.known`: the snapshot a call read its values from, for `_body`
         # What the fast path compiled, keyed like its `jax.jit` cache: (signature key, state value types).
         self._seen: dict[Hashable, tuple[CallSignature, Program]] = {}
         self._known = self._empty()
@@ -203,9 +206,12 @@ class Dispatcher:
         self._publish()
         self.calls = 0  # number of calls (cache statistics of the transforms)
 
-    def _empty(self, refs: tuple[weakref.ref[State], ...] = ()) -> _Known:
-        jitted = jax.jit(self._body, **self._jit_kwargs), jax.jit(self._body_kw, **self._jit_kwargs)
-        return _Known(refs, jitted, generation())
+    def _empty(self, refs: tuple[weakref.ref[State], ...] = (), gen: int | None = None) -> _Known:
+        """A known list of `refs` with its own `jax.jit` (empty cache), checked against generation `gen`."""
+        token = object()
+        body, body_kw = functools.partial(self._body, token), functools.partial(self._body_kw, token)
+        jitted = jax.jit(body, **self._jit_kwargs), jax.jit(body_kw, **self._jit_kwargs)
+        return _Known(refs, token, jitted, generation() if gen is None else gen)
 
     def _publish(self) -> None:
         self.ready = self._known if self._fast_ready and self._around is None else None
@@ -242,7 +248,6 @@ class Dispatcher:
                 continue
             except TraceContextError:  # a known state holds a dead tracer: the traced path tells if it matters
                 break
-            self.handoff.known = known
             try:
                 if kwargs:
                     result = known.jitted_kw(kwargs, *values, *args)
@@ -275,11 +280,11 @@ class Dispatcher:
             CallSignature.of(self.spec, args, kwargs)  # raises a statemap ArgumentError naming a bad argument
         raise error
 
-    def _body(self, *flat: Any) -> tuple[Any, ...]:
+    def _body(self, token: object, *flat: Any) -> tuple[Any, ...]:
         """Body of the fast path's `jax.jit` for calls without keyword arguments: ``(*values, *args)``."""
-        return self._body_kw({}, *flat)
+        return self._body_kw(token, {}, *flat)
 
-    def _body_kw(self, kwargs: dict[str, Any], *flat: Any) -> tuple[Any, ...]:
+    def _body_kw(self, token: object, kwargs: dict[str, Any], *flat: Any) -> tuple[Any, ...]:
         """Body of the fast path's `jax.jit` (traced by JAX for a new signature only): ``(kwargs, *values, *args)``.
 
         Everything is flat, the cheapest for JAX's C++ dispatch to parse: one value per known state, then the
@@ -287,7 +292,9 @@ class Dispatcher:
         writes it, else None (the positions of the Nones are part of the output's structure, so they are static
         per signature; a state holding None written with None is no change).
         """
-        known: _Known = self.handoff.known
+        known = self._known
+        if known.token is not token:  # the list changed since the caller read its values: read them again
+            raise NewStates([])
         n = len(known.refs)
         values, args = flat[:n], flat[n:]
         sig = CallSignature.of(self.spec, args, kwargs)
@@ -369,9 +376,13 @@ class Dispatcher:
             return False
 
     def _grow(self, states: list[State]) -> None:
+        """Add `states` to the known list: a new list, with its own `jax.jit`, when one is new."""
         with self._lock:
-            self._known = self._known.grown(states)
-            self._publish()
+            known = self._known
+            new = tuple(weakref.ref(s) for s in states if id(s) not in known.index)
+            if new:
+                self._known = self._empty(known.refs + new, known.generation)
+                self._publish()
 
     def _compact(self) -> None:
         with self._lock:
@@ -392,7 +403,7 @@ class Dispatched:
 
     A warm eager call is the hot path of every transform, so its first try lives here, in the transform's own
     ``__call__`` (one Python frame): read the known states' values, call the fast path's `jax.jit`, write back
-    (`statemap._state.call_with_values`, which owns the values).
+    (`statemap._state.caller`, which owns the values).
     Anything else (a new generation of states, a trace on the stack, a dead state, a new signature's trace
     raising, an `around` hook) goes to the dispatcher, which finishes the call.
     """
@@ -404,9 +415,8 @@ class Dispatched:
         known = d.ready
         if known is None or known.generation != _GENERATION[0] or kwargs or CONTEXT.stack:
             return d(args, kwargs)
-        d.handoff.known = known
         try:
-            out = call_with_values(known.refs, known.jitted, args)
+            out = known.call(known.jitted, args)
         except Exception as e:
             return d.after(e, args, kwargs)
         if out is MISSING:  # a known state died or holds a dead tracer: the dispatcher sorts it out
