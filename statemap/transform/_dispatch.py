@@ -31,15 +31,13 @@ from typing import Any
 import jax
 
 from .. import _compat
-from .._errors import MappingRuntimeError, StatemapError, TraceContextError, without_jax_note
+from .._errors import MappingRuntimeError, StatemapError, without_jax_note
 from .._state import (
     _GENERATION,
     MISSING,
     State,
     caller,
-    commit_flat,
     generation,
-    read_refs,
     read_values,
     write_back,
 )
@@ -241,25 +239,20 @@ class Dispatcher:
             if known.generation != _GENERATION[0]:  # states were created or re-bound since: check again
                 self._revalidate(known)
                 continue
+            fn = functools.partial(known.jitted_kw, kwargs) if kwargs else known.jitted
             try:
-                states, values = read_refs(known.refs)
-            except AttributeError:  # a known state died: compact the list (new positions, new jax.jit)
-                self._compact()
-                continue
-            except TraceContextError:  # a known state holds a dead tracer: the traced path tells if it matters
-                break
-            try:
-                if kwargs:
-                    result = known.jitted_kw(kwargs, *values, *args)
-                else:
-                    result = known.jitted(*values, *args)  # flat: JAX's C++ path parses it fastest
+                out = known.call(fn, args)
             except Exception as e:
                 out = self._handle(e, args, kwargs)
                 if out is _AGAIN:
                     continue
                 return out
-            commit_flat(states, result)
-            return result[0]
+            if out is not MISSING:
+                return out
+            if any(r() is None for r in known.refs):  # a known state died: compact (new positions, new jax.jit)
+                self._compact()
+                continue
+            break  # a known state holds a dead tracer: the traced path tells if it matters
         return self._call_traced(CallSignature.of(self.spec, args, kwargs))
 
     def _handle(self, error: Exception, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
