@@ -691,18 +691,18 @@ def caller(refs: Sequence[Any]) -> Callable[[Callable[..., Sequence[Any]], tuple
 
     def call(fn: Callable[..., Sequence[Any]], args: tuple[Any, ...]) -> Any:
         try:
-            states, values = read_refs(refs)
+            states, values = _read_refs(refs)
         except (AttributeError, TraceContextError):
             return MISSING
         out = fn(*values, *args)
         if states:
-            commit_flat(states, out)
+            _commit_flat(states, out)
         return out[0]
 
     return call
 
 
-def read_refs(refs: Sequence[Any]) -> tuple[list[State], list[Any]]:
+def _read_refs(refs: Sequence[Any]) -> tuple[list[State], list[Any]]:
     """(states, committed values) of weakly referenced states, outside every trace (a dispatcher's fast path).
 
     Raises:
@@ -717,7 +717,7 @@ def read_refs(refs: Sequence[Any]) -> tuple[list[State], list[Any]]:
     return states, values
 
 
-def commit(states: Sequence[State], updates: dict[int, Any]) -> None:
+def _commit(states: Sequence[State], updates: dict[int, Any]) -> None:
     """`write_back` outside every trace, for values that hold no tracer (a dispatcher's fast path)."""
     if len(updates) == 1:  # one state: a single assignment is already atomic for other threads
         for i, v in updates.items():
@@ -732,8 +732,8 @@ def commit(states: Sequence[State], updates: dict[int, Any]) -> None:
             s._dead = None
 
 
-def commit_flat(states: Sequence[State], result: Sequence[Any]) -> None:
-    """`commit` of ``result[1 + i]`` into ``states[i]`` where it is not None (a dispatcher's fast path)."""
+def _commit_flat(states: Sequence[State], result: Sequence[Any]) -> None:
+    """`_commit` of ``result[1 + i]`` into ``states[i]`` where it is not None (a dispatcher's fast path)."""
     if len(states) == 1:  # one state: a single assignment is already atomic for other threads
         v = result[1]
         if v is not None:
@@ -763,7 +763,7 @@ def write_back(states: Sequence[State], updates: dict[int, Any], who: str | None
     if who is not None:
         for i, v in updates.items():
             states[i]._check_no_tracer(v, who)
-    commit(states, updates)
+    _commit(states, updates)
 
 
 def set_path(state: State, path: tuple[Any, ...]) -> None:
