@@ -58,7 +58,8 @@ Specs = tuple[tuple[P, Predicate], ...]
 
 @dataclasses.dataclass(frozen=True)
 class ShardMapConfig:
-    """The declared configuration of a stateful `shard_map` (see `shard_map` for each option's meaning).
+    """The declared configuration of a stateful `shard_map`, which validates the options and builds it (see
+    `shard_map` for each option's meaning).
 
     Attributes:
       mesh / in_specs / out_specs / check_vma: As in `jax.shard_map`.
@@ -69,11 +70,10 @@ class ShardMapConfig:
     Examples:
       >>> import numpy as np
       >>> from jax.sharding import Mesh, PartitionSpec as P
-      >>> from statemap.transform._shard_map import ShardMapConfig
       >>> mesh = Mesh(np.array(jax.devices()), ("d",))
-      >>> config = ShardMapConfig.create(mesh, P("d"), P("d"), unexpected_out_state_mapping="warn")
-      >>> config.policy, config.rows_spec
-      ('warn', P('d',))
+      >>> config = sm.transform.shard_map(abs, mesh, P("d"), P("d"), unexpected_out_state_mapping="warn").config
+      >>> type(config).__name__, config.policy, config.rows_spec
+      ('ShardMapConfig', 'warn', P('d',))
     """
 
     mesh: jax.sharding.Mesh
@@ -84,41 +84,6 @@ class ShardMapConfig:
     state_out: Specs = ()
     state_reduce: tuple[tuple[Reduction, Predicate], ...] = ()
     policy: str = "raise"
-
-    @classmethod
-    def create(
-        cls,
-        mesh: jax.sharding.Mesh,
-        in_specs: Any,
-        out_specs: Any,
-        *,
-        state_in_specs: dict[Any, Any] | None = None,
-        state_out_specs: dict[Any, Any] | None = None,
-        state_reduce: dict[Any, Any] | None = None,
-        unexpected_out_state_mapping: str = "raise",
-        check_vma: bool = True,
-    ) -> ShardMapConfig:
-        """Validate the options and build the config (errors name ``shard_map``)."""
-        if unexpected_out_state_mapping not in POLICIES:
-            raise ValueError(
-                message(
-                    "shard_map",
-                    f"unexpected_out_state_mapping={unexpected_out_state_mapping!r} is not a policy",
-                    f"one of {', '.join(repr(p) for p in POLICIES)}",
-                    repr(unexpected_out_state_mapping),
-                    "use 'raise' (default), 'warn', 'ignore' or 'auto'",
-                )
-            )
-        return cls(
-            mesh,
-            in_specs,
-            out_specs,
-            bool(check_vma),
-            _specs(state_in_specs, "state_in_specs"),
-            _specs(state_out_specs, "state_out_specs"),
-            normalize_state_reduce(state_reduce, "shard_map"),
-            unexpected_out_state_mapping,
-        )
 
     @property
     def axes(self) -> tuple[Any, ...]:
@@ -199,15 +164,25 @@ def shard_map(
       >>> seen.value.shape == (n,), float(seen.value[0])
       (True, 4.0)
     """
-    config = ShardMapConfig.create(
+    if unexpected_out_state_mapping not in POLICIES:
+        raise ValueError(
+            message(
+                "shard_map",
+                f"unexpected_out_state_mapping={unexpected_out_state_mapping!r} is not a policy",
+                f"one of {', '.join(repr(p) for p in POLICIES)}",
+                repr(unexpected_out_state_mapping),
+                "use 'raise' (default), 'warn', 'ignore' or 'auto'",
+            )
+        )
+    config = ShardMapConfig(
         mesh,
         in_specs,
         out_specs,
-        state_in_specs=state_in_specs,
-        state_out_specs=state_out_specs,
-        state_reduce=state_reduce,
-        unexpected_out_state_mapping=unexpected_out_state_mapping,
-        check_vma=check_vma,
+        bool(check_vma),
+        _specs(state_in_specs, "state_in_specs"),
+        _specs(state_out_specs, "state_out_specs"),
+        normalize_state_reduce(state_reduce, "shard_map"),
+        unexpected_out_state_mapping,
     )
     return StatefulShardMap(f, config)
 
