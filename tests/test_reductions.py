@@ -109,8 +109,10 @@ def test_unknown_reduction_is_rejected_at_construction():
     s = sm.ShortTermState(OLD, name="s")
     with pytest.raises(ValueError, match="'median'"):
         T.vmap2(_step(s), state_reduce={"median": s})
-    with pytest.raises(TypeError, match="not a dict"):
+    with pytest.raises(TypeError, match=r"state_reduce is not a \{reduction: selector\} dict"):
         T.vmap2(_step(s), state_reduce=[s])
+    with pytest.raises(TypeError, match=r"state_reduce has the key 3, which is not a reduction"):
+        T.vmap2(_step(s), state_reduce={3: s})
 
 
 def test_a_state_both_reduced_and_in_state_out_axes_is_an_error():

@@ -32,7 +32,7 @@ from ._arguments import CallSignature, parse_argnums, resolve_argnums, shift_arg
 from ._dispatch import Dispatched, Dispatcher, Program, check_signatures
 from ._eval_shape import out_shapes
 from ._make_jaxpr import StatefulFunction, Traced
-from ._mapping_axes import coerce_selector, first_match, is_unmatched
+from ._mapping_axes import first_match, is_unmatched, selector_table
 from ._method import bind_method, weak_partial
 
 __all__ = ["jit", "JittedFunction"]
@@ -235,38 +235,14 @@ class JittedFunction(Dispatched):
 
 def _normalize_placements(spec: Any) -> Placements:
     """``{sharding: selector}`` → ``((sharding, predicate), ...)``, with errors naming what is wrong."""
-    if spec is None:
-        return ()
-    if not isinstance(spec, dict) or not all(isinstance(k, jax.sharding.Sharding) for k in spec):
-        bad = (
-            next((k for k in spec if not isinstance(k, jax.sharding.Sharding)), spec)
-            if isinstance(spec, dict)
-            else spec
-        )
-        raise TypeError(
-            message(
-                "jit",
-                "state_shardings is not a dict with Sharding keys",
-                "state_shardings={sharding: selector}, e.g. {NamedSharding(mesh, P('d')): w}",
-                f"{type(bad).__name__} {bad!r:.80}",
-                "write the key as a jax.sharding.Sharding, e.g. NamedSharding(mesh, PartitionSpec('d'))",
-            )
-        )
-    out = []
-    for sharding, selector in spec.items():
-        try:
-            out.append((sharding, coerce_selector(selector)))
-        except (TypeError, ValueError):
-            raise TypeError(
-                message(
-                    "jit",
-                    f"state_shardings has a selector for {sharding} that is not a filter",
-                    "a State, states, a State type, a tag string, ..., a filter or a predicate (path, state) -> bool",
-                    f"{type(selector).__name__} {selector!r:.60}",
-                    "select the states with e.g. state_shardings={sharding: sm.ParamState} or {sharding: [w, b]}",
-                )
-            ) from None
-    return tuple(out)
+    return selector_table(
+        spec,
+        "jit",
+        "state_shardings",
+        "jax.sharding.Sharding",
+        lambda k: isinstance(k, jax.sharding.Sharding),
+        "{NamedSharding(mesh, PartitionSpec('d')): w}",
+    )
 
 
 def _placements(

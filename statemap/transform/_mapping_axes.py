@@ -7,7 +7,7 @@ broadcast. The first entry (in dict order) whose selector matches a state decide
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 import jax
@@ -68,6 +68,51 @@ def coerce_selector(selector: Any) -> Predicate:
     return to_predicate(selector)
 
 
+def selector_table(
+    spec: Any, who: str, what: str, key_kind: str, is_key: Callable[[Any], bool], example: str
+) -> tuple[tuple[Any, Predicate], ...]:
+    """``{key: selector}`` (an option such as ``state_reduce``) → ``((key, predicate), ...)``; None → ``()``.
+
+    The one reading of the ``{key: selector}`` options that are not axes (``state_reduce``, ``state_shardings``,
+    ``state_in_specs``/``state_out_specs``): `is_key` accepts a key; errors name `who`, the option `what` and
+    show `example`.
+
+    Examples:
+      >>> from statemap.transform._mapping_axes import selector_table
+      >>> is_name = lambda key: isinstance(key, str)
+      >>> selector_table({"mean": sm.ShortTermState}, "vmap2", "state_reduce", "reduction", is_name, "{'mean': s}")
+      (('mean', OfType(ShortTermState)),)
+      >>> selector_table([1], "jit", "state_shardings", "sharding", callable, "{rows: w}")
+      Traceback (most recent call last):
+      ...
+      TypeError: jit: state_shardings is not a {sharding: selector} dict ...
+    """
+    if spec is None:
+        return ()
+    if not isinstance(spec, dict):
+        raise TypeError(
+            message(
+                who,
+                f"{what} is not a {{{key_kind}: selector}} dict",
+                f"{what}={{{key_kind}: selector}}, e.g. {what}={example}",
+                f"{type(spec).__name__} {spec!r:.60}",
+                f"wrap it in a dict: {what}={example}",
+            )
+        )
+    for key in spec:
+        if not is_key(key):
+            raise TypeError(
+                message(
+                    who,
+                    f"{what} has the key {key!r:.60}, which is not a {key_kind}",
+                    f"{what}={{{key_kind}: selector}}, e.g. {what}={example}",
+                    f"key of type {type(key).__name__}",
+                    f"write each key as a {key_kind}, e.g. {what}={example}",
+                )
+            )
+    return tuple((key, _selector(selector, who, what)) for key, selector in spec.items())
+
+
 def normalize_state_axes(spec: Any, who: str, what: str) -> dict[Hashable, Predicate]:
     """``None`` → ``{}``; dict → ``{axis: predicate}``; a bare selector → ``{0: predicate}``.
 
@@ -117,7 +162,7 @@ def _selector(selector: Any, who: str, what: str) -> Predicate:
                 f"{what} has a selector that is not a filter",
                 "a State, states, a State type, a tag string, ..., a filter or a predicate (path, state) -> bool",
                 f"{type(selector).__name__} {selector!r:.60}",
-                f"select the states with e.g. {what}={{0: sm.ShortTermState}} or {what}={{0: [s1, s2]}}",
+                "select the states with e.g. a State type (sm.ShortTermState) or a list of states ([s1, s2])",
             )
         ) from e
 

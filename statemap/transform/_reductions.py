@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from .._errors import message
 from .._state import State
 from ..util.filter import Predicate
-from ._mapping_axes import coerce_selector, first_match, is_unmatched
+from ._mapping_axes import first_match, is_unmatched, selector_table
 
 __all__ = [
     "REDUCTIONS",
@@ -54,20 +54,10 @@ def normalize_state_reduce(spec: Any, who: str) -> tuple[tuple[Reduction, Predic
       >>> normalize_state_reduce({"mean": sm.ShortTermState}, "vmap2")
       (('mean', OfType(ShortTermState)),)
     """
-    if spec is None:
-        return ()
-    if not isinstance(spec, dict):
-        raise TypeError(
-            message(
-                who,
-                "state_reduce is not a dict",
-                "state_reduce={reduction: selector}, e.g. {'mean': running_mean_state}",
-                f"{type(spec).__name__} {spec!r:.60}",
-                "wrap it in a dict naming the reduction",
-            )
-        )
-    out = []
-    for reduction, selector in spec.items():
+    table = selector_table(
+        spec, who, "state_reduce", "reduction", lambda r: callable(r) or isinstance(r, str), "{'mean': state}"
+    )
+    for reduction, _ in table:
         if not callable(reduction) and reduction not in REDUCTIONS:
             raise ValueError(
                 message(
@@ -78,8 +68,7 @@ def normalize_state_reduce(spec: Any, who: str) -> tuple[tuple[Reduction, Predic
                     "use e.g. state_reduce={'mean': s}, or pass a function",
                 )
             )
-        out.append((reduction, coerce_selector(selector)))
-    return tuple(out)
+    return table
 
 
 def match_reduction(reductions: tuple[tuple[Reduction, Predicate], ...], state: State) -> Reduction | None:

@@ -44,7 +44,7 @@ from ..util.filter import Predicate
 from ._arguments import ArgSpec, CallSignature
 from ._dispatch import Dispatcher, Program, check_signatures
 from ._mapping import MappingPlan
-from ._mapping_axes import POLICIES, coerce_selector, first_match, is_unmatched
+from ._mapping_axes import POLICIES, first_match, is_unmatched, selector_table
 from ._mapping_plan import lane_key_pairs, state_row
 from ._reductions import Reduction, label, lane_reduce, match_reduction, normalize_state_reduce
 
@@ -188,19 +188,7 @@ def shard_map(
 
 
 def _specs(spec: dict[Any, Any] | None, what: str) -> Specs:
-    if spec is None:
-        return ()
-    if not isinstance(spec, dict) or not all(isinstance(k, P) for k in spec):
-        raise TypeError(
-            message(
-                "shard_map",
-                f"{what} is not a dict of PartitionSpec keys",
-                f"{what}={{PartitionSpec: selector}}",
-                f"{spec!r:.80}",
-                f"write e.g. {what}={{P('d'): state}}",
-            )
-        )
-    return tuple((k, coerce_selector(v)) for k, v in spec.items())
+    return selector_table(spec, "shard_map", what, "PartitionSpec", lambda k: isinstance(k, P), "{P('d'): state}")
 
 
 def _match(specs: Specs, state: State) -> P | None:
