@@ -66,6 +66,28 @@ def parse_argnames(argnames: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(argnames)
 
 
+def check_optional_str(value: Any, who: str, what: str, purpose: str, example: str) -> None:
+    """An `ArgumentError` unless `value` is None or a str (an option such as a name or a label).
+
+    Examples:
+      >>> from statemap.transform._arguments import check_optional_str
+      >>> check_optional_str(3, "jit", "name", "a name for the compiled program", "'train_step'")
+      Traceback (most recent call last):
+      ...
+      statemap._errors.ArgumentError: jit: name is not a str ...
+    """
+    if value is not None and not isinstance(value, str):
+        raise ArgumentError(
+            message(
+                who,
+                f"{what} is not a str",
+                f"{purpose}: a str",
+                f"{type(value).__name__} {value!r:.60}",
+                f"pass a str, e.g. {what}={example}",
+            )
+        )
+
+
 def resolve_argnums(argnums: tuple[int, ...], nargs: int, who: str, what: str = "static_argnums") -> tuple[int, ...]:
     """Sorted distinct non-negative positions of `argnums` for a call with `nargs` positional arguments."""
     out = []

@@ -24,11 +24,11 @@ from typing import Any, overload
 import jax
 
 from .. import _compat
-from .._errors import ArgumentError, BatchAxisError, StatemapError, TraceContextError, describe_state, message
+from .._errors import BatchAxisError, StatemapError, TraceContextError, describe_state, message
 from .._state import State, peek, write_back
 from .._trace import CONTEXT
 from ..util.filter import Predicate
-from ._arguments import CallSignature, parse_argnums, resolve_argnums, shift_argnums
+from ._arguments import CallSignature, check_optional_str, parse_argnums, resolve_argnums, shift_argnums
 from ._dispatch import Dispatched, Dispatcher, Program, check_signatures
 from ._eval_shape import out_shapes
 from ._make_jaxpr import StatefulFunction, Traced
@@ -74,16 +74,7 @@ class JittedFunction(Dispatched):
         state_shardings: dict[Any, Any] | None = None,
         **jit_kwargs: Any,
     ) -> None:
-        if name is not None and not isinstance(name, str):
-            raise ArgumentError(
-                message(
-                    "jit",
-                    "name is not a str",
-                    "a str naming the compiled program, e.g. 'train_step'",
-                    f"{type(name).__name__} {name!r:.60}",
-                    "pass the name as a str",
-                )
-            )
+        check_optional_str(name, "jit", "name", "a name for the compiled program", "'train_step'")
         self.origin_fun = fun
         self.name = name
         self.stateful = StatefulFunction(fun, static_argnums, static_argnames, name="jit")

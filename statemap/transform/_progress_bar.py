@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from .._errors import ArgumentError, message
+from ._arguments import check_optional_str
 
 __all__ = ["ProgressBar", "make_progress_bar"]
 
@@ -72,16 +73,7 @@ class ProgressBar:
                     "pass freq (iterations between updates) or count (number of updates)",
                 )
             )
-        if desc is not None and not isinstance(desc, str):
-            raise ArgumentError(
-                message(
-                    "ProgressBar",
-                    "desc is not a str",
-                    "a label for the bar",
-                    f"{type(desc).__name__}",
-                    "pass a str, e.g. desc='training'",
-                )
-            )
+        check_optional_str(desc, "ProgressBar", "desc", "a label for the bar", "'training'")
         for key in ("total", "mininterval"):
             kwargs.pop(key, None)
         self.freq = freq
