@@ -31,8 +31,13 @@ class StatemapError(Exception):
     """Base class of every error statemap raises on its own behalf.
 
     Examples:
-      >>> issubclass(sm.BatchAxisError, sm.StatemapError)
-      True
+      One ``except`` clause catches every problem statemap reports, whichever transform raised it:
+
+      >>> try:
+      ...     sm.transform.cond(jnp.ones(2) > 0, lambda: 1.0, lambda: 0.0)
+      ... except sm.StatemapError as e:
+      ...     print(type(e).__name__, "|", str(e).splitlines()[0])
+      ControlFlowError | cond: the predicate is not a scalar
     """
 
 
@@ -42,17 +47,31 @@ class BatchAxisError(StatemapError, ValueError):
     Also a `ValueError`, so code written for `jax.vmap`'s errors keeps working.
 
     Examples:
-      >>> issubclass(sm.BatchAxisError, ValueError)
-      True
+      >>> w = sm.State(jnp.zeros(3), name="w")
+      >>> def step(x):
+      ...     w.value = w.value + x  # a per-lane write that state_out_axes does not declare
+      ...     return x
+      >>> sm.transform.vmap2(step)(jnp.arange(3.0))
+      Traceback (most recent call last):
+      ...
+      statemap._errors.BatchAxisError: vmap2: state 'w' (State, created at ...) was written with a value batched ...
     """
 
 
 class TraceContextError(StatemapError, RuntimeError):
     """A state was used outside the trace it belongs to (for example, it still holds a dead tracer).
 
+    Also a `RuntimeError`.
+
     Examples:
-      >>> issubclass(sm.TraceContextError, RuntimeError)
-      True
+      A state created inside `jit` holds a tracer of that trace; reading it afterwards raises:
+
+      >>> made = []
+      >>> _ = sm.transform.jit(lambda x: made.append(sm.State(x, name="tmp")) or x)(1.0)
+      >>> made[0].value
+      Traceback (most recent call last):
+      ...
+      statemap._errors.TraceContextError: State.value: state 'tmp' (State, created at ...) was created inside jit ...
     """
 
 
@@ -64,9 +83,11 @@ class ArgumentError(StatemapError, TypeError, ValueError):
     matching what `jax.jit` raises for each of those cases, so code written for `jax.jit` keeps working.
 
     Examples:
-      >>> from statemap._errors import ArgumentError
-      >>> issubclass(ArgumentError, TypeError), issubclass(ArgumentError, ValueError)
-      (True, True)
+      >>> sm.transform.jit(lambda x: x)("abc")
+      Traceback (most recent call last):
+      ...
+      statemap._errors.ArgumentError: jit: argument args[0] is not a valid JAX type
+      ...
     """
 
 
@@ -85,14 +106,24 @@ class StateArgumentError(ArgumentError):
 class StateStructureError(StatemapError, ValueError):
     """A state was written, inside a transform, with a value of a different pytree structure.
 
+    Also a `ValueError`.
+
     Examples:
-      >>> issubclass(sm.StateStructureError, ValueError)
-      True
+      >>> s = sm.State(jnp.zeros(2), name="s")
+      >>> def split():
+      ...     s.value = (s.value, s.value)
+      >>> sm.transform.jit(split)()
+      Traceback (most recent call last):
+      ...
+      statemap._errors.StateStructureError: State.value: state 's' (State, created at ...) was written, inside a ...
     """
 
 
 class MappingRuntimeError(StatemapError, RuntimeError):
     """statemap's own tracing or execution machinery failed (never used for errors of the user's function).
+
+    No correct call raises it: its message asks for a bug report. It is a `RuntimeError`, so handlers written
+    for JAX's runtime failures catch it too.
 
     Examples:
       >>> issubclass(sm.MappingRuntimeError, RuntimeError)
@@ -156,8 +187,11 @@ class CheckpointError(StatemapError, ValueError):
     Also a `ValueError`, like the error of loading mismatched arrays elsewhere.
 
     Examples:
-      >>> issubclass(sm.CheckpointError, ValueError)
-      True
+      >>> w = sm.ParamState(jnp.zeros(2), name="w")
+      >>> sm.checkpoint.load_state_dict({"w": w}, {"v": jnp.ones(2)})
+      Traceback (most recent call last):
+      ...
+      statemap._errors.CheckpointError: load_state_dict: the keys do not match the states: missing entries for 'w' ...
     """
 
 
@@ -167,8 +201,11 @@ class NaNError(StatemapError, FloatingPointError):
     Also a `FloatingPointError`, the error `jax.debug_nans` raises.
 
     Examples:
-      >>> issubclass(sm.NaNError, sm.StatemapError), issubclass(sm.NaNError, FloatingPointError)
-      (True, True)
+      >>> sm.transform.grad(lambda x: jnp.sum(jnp.log(x)), debug_nan=True)(jnp.array([-1.0, 2.0]))
+      Traceback (most recent call last):
+      ...
+      statemap._errors.NaNError: grad: NaN in the value of the function
+      ...
     """
 
 

@@ -719,3 +719,53 @@ def test_fwd_grad_exception_keeps_every_state():
     assert int(n.value) == 0
     assert_tree_close(w.value, W0)
     assert no_tracers(w, n)
+
+
+# -- the signatures of the family --------------------------------------------------------------------------
+BRAINSTATE_ORDER = {
+    "grad": ("grad_states", "argnums", "holomorphic", "allow_int", "has_aux", "return_value", "debug_nan"),
+    "vector_grad": ("grad_states", "argnums", "return_value", "has_aux", "debug_nan"),
+    "fwd_grad": ("grad_states", "argnums", "return_value", "has_aux", "holomorphic"),
+    "jacrev": ("grad_states", "argnums", "has_aux", "return_value", "holomorphic", "allow_int"),
+    "jacfwd": ("grad_states", "argnums", "has_aux", "return_value", "holomorphic"),
+    "hessian": ("grad_states", "argnums", "return_value", "holomorphic", "has_aux"),
+}
+DEFAULTS = {"grad_states": None, "argnums": None, "has_aux": None}
+
+
+@pytest.mark.parametrize("name", sorted(BRAINSTATE_ORDER))
+def test_signature_keeps_the_positional_order_and_the_docstring_states_it(name):
+    import inspect
+    import re
+
+    f = getattr(T, name)
+    params = list(inspect.signature(f).parameters.values())
+    assert [p.name for p in params] == ["fun", *BRAINSTATE_ORDER[name]]
+    assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
+    assert [p.default for p in params] == [None] + [DEFAULTS.get(n, False) for n in BRAINSTATE_ORDER[name]]
+    listed = re.search(r"\*args: The options, positionally, in this order[^:]*:(.*?)\.\n", f.__doc__, re.S)
+    assert tuple(re.findall(r"`(\w+)`", listed.group(1))) == BRAINSTATE_ORDER[name]
+
+
+def test_options_given_positionally_in_each_order():
+    w = sm.ParamState(jnp.array([1.0, 2.0]), name="w")
+
+    def f(x):
+        return jnp.sum(w.value * x) ** 2, x
+
+    x = jnp.array([1.0, 1.0])
+    expected = jax.grad(lambda w_: jnp.sum(w_ * x) ** 2)(w.value)
+    out = grad(f, w, None, False, False, True, True)(x)  # has_aux, return_value
+    assert_tree_close(out, (expected, jnp.float32(9.0), x))
+    assert_tree_close(jacrev(f, w, None, True, True)(x), (expected, jnp.float32(9.0), x))
+    assert_tree_close(hessian(lambda x: f(x)[0], w, None, True)(x)[1], jnp.float32(9.0))  # return_value
+
+
+def test_bad_options_raise_as_for_a_python_function():
+    f = lambda x: x  # noqa: E731
+    with pytest.raises(TypeError, match=r"^vector_grad\(\) got an unexpected keyword argument 'holomorphic'$"):
+        vector_grad(f, holomorphic=True)
+    with pytest.raises(TypeError, match=r"^grad\(\) multiple values for argument 'argnums'$"):
+        grad(f, None, 0, argnums=0)
+    with pytest.raises(TypeError, match=r"^jacfwd\(\) too many positional arguments$"):
+        jacfwd(f, None, 0, False, False, False, False)

@@ -200,6 +200,18 @@ def test_for_loop_reverse_and_length():
     assert T.for_loop(lambda: 1.0, length=3).shape == (3,)
 
 
+@pytest.mark.parametrize("loop", ["for_loop", "checkpointed_scan"])
+def test_loop_options_are_keywords_and_an_unknown_one_raises_as_python_does(loop):
+    import inspect
+
+    assert inspect.signature(getattr(T, loop)).parameters["options"].kind is inspect.Parameter.VAR_KEYWORD
+    args = (lambda x: x,) if loop == "for_loop" else (lambda c, x: (c, x), 0.0)
+    with pytest.raises(TypeError, match=rf"^{loop}\(\) got an unexpected keyword argument 'revers'$"):
+        getattr(T, loop)(*args, jnp.arange(3.0), revers=True)
+    out = getattr(T, loop)(*args, jnp.arange(3.0), reverse=True, unroll=2, progress_bar=False, pbar=None)
+    assert_tree_close(out if loop == "for_loop" else out[1], jnp.arange(3.0))
+
+
 # -- while_loop --------------------------------------------------------------------------------------------
 def test_while_loop_matches_lax_while_loop():
     count = sm.State(jnp.array(0), name="count")

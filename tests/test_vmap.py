@@ -214,6 +214,21 @@ def test_decorator_forms_and_options():
     np.testing.assert_array_equal(spmd(jnp.ones(2)), [2.0, 2.0])
 
 
+@pytest.mark.parametrize("front_end", [vmap2, sm.transform.vmap, sm.transform.vmap_new_states])
+def test_jax_vmap_options_are_keywords_and_an_unknown_one_raises_as_python_does(front_end):
+    import inspect
+
+    params = inspect.signature(front_end).parameters
+    assert params["options"].kind is inspect.Parameter.VAR_KEYWORD
+    name = front_end.__name__
+    with pytest.raises(TypeError, match=rf"^{name}\(\) got an unexpected keyword argument 'in_axis'$"):
+        front_end(lambda x: x, in_axis=1)
+    with pytest.raises(TypeError, match=rf"^{name}\(\) got an unexpected keyword argument 'in_axis'$"):
+        front_end(in_axis=1)  # refused when the decorator is made, before any function is given
+    mapped = front_end(lambda x: x * 2.0, in_axes=1, out_axes=0, axis_name="i", axis_size=3)
+    assert_tree_close(mapped(jnp.ones((2, 3))), jnp.full((3, 2), 2.0))
+
+
 # -- pmap2 on the local devices ------------------------------------------------------------------------------
 
 

@@ -491,6 +491,27 @@ class SamplerMethods:
 
     With ``key=None`` a method advances the generator (a state write, threaded by transforms); with a key it
     only uses that key. If a draw fails, the generator keeps its key.
+
+    The arguments most samplers share mean the same in each; a method documents them only where it differs:
+
+    - `size`: the output shape, an int or a tuple of ints. None gives the broadcast shape of the distribution
+      parameters; a given `size` must be one they broadcast to (NumPy's rule).
+    - `key`: a PRNG key to draw with instead of advancing this generator: a typed key (`jax.random.key`), raw
+      ``uint32[2]`` key data, or an int seed.
+    - `dtype`: a float dtype for the samples (default: JAX's default float).
+    - `input`, for the ``*_like`` samplers: an array (or list) whose shape the samples take. With `dtype` None
+      they take its dtype too if it is of their kind (float; integer for `randint_like`), else JAX's default.
+
+    Examples:
+      >>> rng = sm.random.RandomState(0)
+      >>> rng.normal(jnp.zeros(3)).shape, rng.normal(jnp.zeros(3), size=(2, 3)).shape
+      ((3,), (2, 3))
+
+      Given a key, a draw depends on that key only, not on the generator:
+
+      >>> x = rng.uniform(size=2, key=1)
+      >>> bool((x == sm.random.RandomState(5).uniform(size=2, key=jax.random.key(1))).all())
+      True
     """
 
     __slots__ = ()
@@ -503,9 +524,9 @@ class SamplerMethods:
 
         Args:
           *dn: The dimensions of the result (none: a scalar).
-          key: A PRNG key to use instead of advancing this generator.
+          key: As for every sampler (see `SamplerMethods`).
         Returns:
-          A float array of shape ``dn``.
+          A float array of shape ``dn`` with values in ``[0, 1)``.
         Examples:
           >>> rng = sm.random.RandomState(0)
           >>> x = rng.rand(2, 3)
@@ -519,7 +540,7 @@ class SamplerMethods:
 
         Args:
           *dn: The dimensions of the result (none: a scalar).
-          key: A PRNG key to use instead of advancing this generator.
+          key: As for every sampler (see `SamplerMethods`).
         Returns:
           A float array of shape ``dn``.
         Examples:
@@ -541,9 +562,8 @@ class SamplerMethods:
         Args:
           low: Lowest value (inclusive), or the exclusive upper bound when `high` is None.
           high: Upper bound (exclusive).
-          size: Output shape; None broadcasts `low` and `high`.
           dtype: An integer dtype (default: JAX's default int).
-          key: A PRNG key to use instead of advancing this generator.
+          size / key: As for every sampler (see `SamplerMethods`).
         Returns:
           An integer array.
         Examples:
@@ -558,7 +578,7 @@ class SamplerMethods:
 
         Args:
           size: Output shape (None: a scalar).
-          key: A PRNG key to use instead of advancing this generator.
+          key: As for every sampler (see `SamplerMethods`).
         Returns:
           A float array.
         Examples:
@@ -580,9 +600,7 @@ class SamplerMethods:
         Args:
           low: Lower bound (inclusive).
           high: Upper bound (exclusive).
-          size: Output shape; None broadcasts `low` and `high`.
-          key: A PRNG key to use instead of advancing this generator.
-          dtype: A float dtype (default: JAX's default float).
+          size / key / dtype: As for every sampler (see `SamplerMethods`).
         Returns:
           A float array.
         Examples:
@@ -605,9 +623,7 @@ class SamplerMethods:
         Args:
           loc: Mean (None: 0).
           scale: Standard deviation (None: 1).
-          size: Output shape; None broadcasts `loc` and `scale`.
-          key: A PRNG key to use instead of advancing this generator.
-          dtype: A float dtype (default: JAX's default float).
+          size / key / dtype: As for every sampler (see `SamplerMethods`).
         Returns:
           A float array; ``jax.random.normal(key, shape) * scale + loc`` for the key drawn.
         Examples:
@@ -631,10 +647,9 @@ class SamplerMethods:
         Args:
           lower: Lower truncation bound (in the units of the samples, not standardised).
           upper: Upper truncation bound.
-          size: Output shape; None broadcasts all four parameters.
           loc: Mean of the untruncated normal.
           scale: Standard deviation of the untruncated normal.
-          key: A PRNG key to use instead of advancing this generator.
+          size / key: As for every sampler (see `SamplerMethods`).
         Returns:
           A float array.
         Examples:
@@ -649,8 +664,7 @@ class SamplerMethods:
 
         Args:
           p: Probability of True, in ``[0, 1]``.
-          size: Output shape; None uses the shape of `p`.
-          key: A PRNG key to use instead of advancing this generator.
+          size / key: As for every sampler (see `SamplerMethods`).
         Returns:
           A bool array.
         Raises:
@@ -676,7 +690,7 @@ class SamplerMethods:
           size: Output shape (None: a scalar).
           replace: Whether to sample with replacement.
           p: Probabilities of the elements (None: uniform).
-          key: A PRNG key to use instead of advancing this generator.
+          key: As for every sampler (see `SamplerMethods`).
         Returns:
           An array of shape `size`.
         Examples:
@@ -693,7 +707,7 @@ class SamplerMethods:
           x: An int n or an array.
           axis: The axis to permute.
           independent: Permute each slice along `axis` independently.
-          key: A PRNG key to use instead of advancing this generator.
+          key: As for every sampler (see `SamplerMethods`).
         Returns:
           The permuted array.
         Examples:
@@ -708,7 +722,7 @@ class SamplerMethods:
         Args:
           x: An array with at least one axis.
           axis: The axis to shuffle.
-          key: A PRNG key to use instead of advancing this generator.
+          key: As for every sampler (see `SamplerMethods`).
         Returns:
           The shuffled copy.
         Examples:
@@ -723,8 +737,7 @@ class SamplerMethods:
 
         Args:
           scale: The mean, ``1 / rate`` (None: 1).
-          size: Output shape; None uses the shape of `scale`.
-          key: A PRNG key to use instead of advancing this generator.
+          size / key: As for every sampler (see `SamplerMethods`).
         Returns:
           A float array.
         Examples:
@@ -740,8 +753,7 @@ class SamplerMethods:
         Args:
           shape: The shape parameter k > 0.
           scale: The scale parameter (None: 1).
-          size: Output shape; None broadcasts `shape` and `scale`.
-          key: A PRNG key to use instead of advancing this generator.
+          size / key: As for every sampler (see `SamplerMethods`).
         Returns:
           A float array.
         Examples:
@@ -756,8 +768,7 @@ class SamplerMethods:
         Args:
           a: First shape parameter (> 0).
           b: Second shape parameter (> 0).
-          size: Output shape; None broadcasts `a` and `b`.
-          key: A PRNG key to use instead of advancing this generator.
+          size / key: As for every sampler (see `SamplerMethods`).
         Returns:
           A float array with values in ``[0, 1]``.
         Examples:
@@ -772,8 +783,7 @@ class SamplerMethods:
 
         Args:
           lam: The rate (>= 0).
-          size: Output shape; None uses the shape of `lam`.
-          key: A PRNG key to use instead of advancing this generator.
+          size / key: As for every sampler (see `SamplerMethods`).
         Returns:
           An integer array.
         Examples:
@@ -791,7 +801,7 @@ class SamplerMethods:
           axis: The category axis of `logits`.
           size: Output shape (as `jax.random.categorical`'s ``shape``: it must broadcast with the shape of
             `logits` without `axis`); None uses that shape.
-          key: A PRNG key to use instead of advancing this generator.
+          key: As for every sampler (see `SamplerMethods`).
         Returns:
           An integer array of indices.
         Examples:
@@ -817,7 +827,7 @@ class SamplerMethods:
           size: Batch shape of the result (it must broadcast with the batch shapes of `mean` and `cov`); None
             uses their broadcast batch shape.
           method: How to factor `cov`: ``'cholesky'``, ``'eigh'`` or ``'svd'``.
-          key: A PRNG key to use instead of advancing this generator.
+          key: As for every sampler (see `SamplerMethods`).
         Returns:
           A float array of shape ``size + (n,)``.
         Examples:
@@ -831,9 +841,7 @@ class SamplerMethods:
 
         Args:
           df: Degrees of freedom (> 0).
-          size: Output shape; None uses the shape of `df`.
-          key: A PRNG key (or int seed) to use instead of advancing this generator.
-          dtype: A float dtype (default: JAX's default float).
+          size / key / dtype: As for every sampler (see `SamplerMethods`).
         Returns:
           A float array of non-negative samples.
         Raises:
@@ -852,11 +860,9 @@ class SamplerMethods:
 
         Args:
           a: The exponent parameter (> 0).
-          size: Output shape; None uses the shape of `a`.
-          key: A PRNG key (or int seed) to use instead of advancing this generator.
-          dtype: A float dtype (default: JAX's default float).
+          size / key / dtype: As for every sampler (see `SamplerMethods`).
         Returns:
-          A float array.
+          A float array with values in ``[0, 1]``.
         Raises:
           ValueError: `a` is concrete and not positive.
         Examples:
@@ -871,11 +877,9 @@ class SamplerMethods:
 
         Args:
           df: Degrees of freedom (> 0).
-          size: Output shape; None uses the shape of `df`.
-          key: A PRNG key (or int seed) to use instead of advancing this generator.
-          dtype: A float dtype (default: JAX's default float).
+          size / key / dtype: As for every sampler (see `SamplerMethods`).
         Returns:
-          A float array.
+          A float array, heavy-tailed: its variance ``df / (df - 2)`` is finite only for ``df > 2``.
         Raises:
           ValueError: `df` is concrete and not positive.
         Examples:
@@ -899,9 +903,7 @@ class SamplerMethods:
           left: Lower limit.
           mode: The peak, ``left <= mode <= right``.
           right: Upper limit, ``right > left``.
-          size: Output shape; None broadcasts the three parameters.
-          key: A PRNG key (or int seed) to use instead of advancing this generator.
-          dtype: A float dtype (default: JAX's default float).
+          size / key / dtype: As for every sampler (see `SamplerMethods`).
         Returns:
           A float array.
         Raises:
@@ -917,11 +919,9 @@ class SamplerMethods:
         """Uniform samples in ``[0, 1)`` with the shape of `input` (like ``torch.rand_like``).
 
         Args:
-          input: An array (or list) whose shape the result takes.
-          dtype: A float dtype; None uses the dtype of `input` when it is a float dtype, else JAX's default float.
-          key: A PRNG key (or int seed) to use instead of advancing this generator.
+          input / dtype / key: As for every sampler (see `SamplerMethods`).
         Returns:
-          A float array of the shape of `input`.
+          A float array of the shape of `input`, with values in ``[0, 1)``.
         Examples:
           >>> x = sm.random.RandomState(0).rand_like(jnp.zeros((2, 3), jnp.float16))
           >>> x.shape, x.dtype
@@ -933,9 +933,7 @@ class SamplerMethods:
         """Standard normal samples with the shape of `input` (like ``torch.randn_like``).
 
         Args:
-          input: An array (or list) whose shape the result takes.
-          dtype: A float dtype; None uses the dtype of `input` when it is a float dtype, else JAX's default float.
-          key: A PRNG key (or int seed) to use instead of advancing this generator.
+          input / dtype / key: As for every sampler (see `SamplerMethods`).
         Returns:
           A float array of the shape of `input`.
         Examples:
@@ -957,12 +955,12 @@ class SamplerMethods:
         """Integers drawn uniformly from ``[low, high)`` (``[0, low)`` when `high` is None), shaped like `input`.
 
         Args:
-          input: An array (or list) whose shape the result takes.
+          input: As for every sampler (see `SamplerMethods`).
           low: Lowest value (inclusive), or the exclusive upper bound when `high` is None.
           high: Upper bound (exclusive).
           dtype: An integer dtype; None uses the dtype of `input` when it is an integer dtype, else JAX's
             default int.
-          key: A PRNG key (or int seed) to use instead of advancing this generator.
+          key: As for every sampler (see `SamplerMethods`).
         Returns:
           An integer array of the shape of `input`.
         Raises:

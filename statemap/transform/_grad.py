@@ -28,9 +28,11 @@ Caveats:
 from __future__ import annotations
 
 import functools
+import inspect
+import typing
 import weakref
-from collections.abc import Callable, Sequence
-from typing import Any, overload
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Concatenate, ParamSpec, TypedDict, Unpack
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +42,7 @@ from .._errors import ArgumentError, MappingRuntimeError, describe_state, messag
 from .._state import ParamState, State, read_values, write_back
 from ..nn._module import Module
 from ._arguments import resolve_argnums
+from ._decorator import Maker, makes
 from ._make_jaxpr import StatefulFunction, Traced
 from ._nan_check import call_python, check_nan
 
@@ -222,6 +225,7 @@ _KINDS: dict[str, tuple[_Apply, bool, int]] = {
 _REFUSE_INT = ("grad", "fwd_grad", "jacrev", "jacfwd", "hessian")
 
 _Argnums = int | Sequence[int] | None
+_P = ParamSpec("_P")
 
 
 def _check_callable(fun: Any, kind: str) -> None:
@@ -315,7 +319,6 @@ class GradientTransform:
         has_aux: bool | None = None,
         return_value: bool = False,
         debug_nan: bool = False,
-        _bound: bool = False,
         **options: Any,
     ) -> None:
         if kind not in _KINDS:
@@ -324,11 +327,11 @@ class GradientTransform:
         self._fun = fun
         self._kind = kind
         self._apply, self._per_output, self._levels = _KINDS[kind]
-        # `_bound`: the twin used when the transform decorates a method; `self` is its first argument,
-        # static (hashed by the instance) and not counted by argnums.
-        self._nbound = int(_bound)
-        self._stateful = StatefulFunction(fun, static_argnums=(0,) if _bound else (), name=kind)
-        self._init_args = (grad_states, argnums, has_aux, return_value, debug_nan, options)
+        self._nbound = 0  # 1 in the twin serving a decorated method (see `_bind_self`)
+        self._stateful = StatefulFunction(fun, name=kind)
+        # The arguments, to make the twin serving a decorated method (`__get__`).
+        self._settings = dict(grad_states=grad_states, argnums=argnums, has_aux=has_aux, return_value=return_value)
+        self._settings.update(debug_nan=debug_nan, **options)
         self._method_twin: GradientTransform | None = None
         self._states: list[State] = []
         self._spec: _Spec = None
@@ -486,13 +489,17 @@ class GradientTransform:
             return self
         twin = self._method_twin
         if twin is None:
-            grad_states, argnums, has_aux, return_value, debug_nan, options = self._init_args
-            twin = GradientTransform(
-                self._fun, self._kind, grad_states, argnums, has_aux, return_value, debug_nan, _bound=True, **options
-            )
-            twin._states, twin._spec = self._states, self._spec  # a Module stays expanded as at creation
+            twin = GradientTransform(self._fun, self._kind, **self._settings)
+            twin._bind_self(self)
             self._method_twin = twin
         return functools.partial(twin, obj)
+
+    def _bind_self(self, unbound: GradientTransform) -> None:
+        """Make this fresh transform the twin of `unbound` serving a decorated method: ``self`` is its first
+        argument, static (hashed by the instance) and not counted by argnums."""
+        self._nbound = 1
+        self._stateful = StatefulFunction(self._fun, static_argnums=(0,), name=self._kind)
+        self._states, self._spec = unbound._states, unbound._spec  # a Module stays expanded as at creation
 
     def clear_cache(self) -> None:
         """Forget every traced signature (including those of the instances of a decorated method)."""
@@ -502,61 +509,98 @@ class GradientTransform:
 
 
 # -- public functions --------------------------------------------------------------------------------------
-_Decorator = Callable[[Callable[..., Any]], GradientTransform]
+# The six functions differ only in which options they take and in the order they take them positionally
+# (brainstate's, so `grad(f, states)` keeps working). Each option is declared once, in the TypedDicts below;
+# each function's order is data (`_POSITIONAL`), its runtime signature built from it (`_signature`).
+_Fun = Callable[..., Any]
+_Decorator = Callable[[_Fun], GradientTransform]
+_Made = GradientTransform | _Decorator
 
 
-def _transform_or_decorator(
-    kind: str,
-    fun: Callable[..., Any] | None,
-    grad_states: Any,
-    argnums: _Argnums,
-    has_aux: bool | None,
-    return_value: bool,
-    **options: Any,
-) -> GradientTransform | _Decorator:
-    """The `GradientTransform` of `fun`, or with `fun` None the decorator making it (``@grad(...)``)."""
+class _Options(TypedDict, total=False):
+    """The options every function of the grad family takes (documented in `grad`)."""
 
-    def make(f: Callable[..., Any]) -> GradientTransform:
-        return GradientTransform(f, kind, grad_states, argnums, has_aux, return_value, **options)
+    grad_states: Any
+    argnums: _Argnums
+    has_aux: bool | None
+    return_value: bool
+
+
+class _VectorGradOptions(_Options, total=False):
+    debug_nan: bool
+
+
+class _JacfwdOptions(_Options, total=False):
+    holomorphic: bool
+
+
+class _JacrevOptions(_JacfwdOptions, total=False):
+    allow_int: bool
+
+
+class _GradOptions(_JacrevOptions, _VectorGradOptions, total=False):
+    """All the options: `grad` takes every one."""
+
+
+_DEFAULTS: dict[str, Any] = {
+    "grad_states": None,
+    "argnums": None,
+    "has_aux": None,
+    "return_value": False,
+    "holomorphic": False,
+    "allow_int": False,
+    "debug_nan": False,
+}
+
+# Function (and `GradientTransform` kind) -> its options, in the positional order after `fun`.
+_POSITIONAL: dict[str, tuple[str, ...]] = {
+    "grad": ("grad_states", "argnums", "holomorphic", "allow_int", "has_aux", "return_value", "debug_nan"),
+    "vector_grad": ("grad_states", "argnums", "return_value", "has_aux", "debug_nan"),
+    "fwd_grad": ("grad_states", "argnums", "return_value", "has_aux", "holomorphic"),
+    "jacrev": ("grad_states", "argnums", "has_aux", "return_value", "holomorphic", "allow_int"),
+    "jacfwd": ("grad_states", "argnums", "has_aux", "return_value", "holomorphic"),
+    "hessian": ("grad_states", "argnums", "return_value", "holomorphic", "has_aux"),
+}
+
+
+def _signature(kind: str) -> inspect.Signature:
+    """The signature of the function `kind`: ``(fun=None, <its options, positional or keyword>)``."""
+    hints = typing.get_type_hints(_GradOptions)
+    every = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    fun = inspect.Parameter("fun", every, default=None, annotation=_Fun | None)
+    options = [inspect.Parameter(n, every, default=_DEFAULTS[n], annotation=hints[n]) for n in _POSITIONAL[kind]]
+    return inspect.Signature([fun, *options], return_annotation=_Made)
+
+
+_SIGNATURES = {kind: _signature(kind) for kind in _POSITIONAL}
+
+
+def _family(front_end: Callable[Concatenate[_Fun | None, _P], Any]) -> Maker[_P, GradientTransform]:
+    """Give a function of the family the signature of its kind (its name), typed as a `Maker`."""
+    front_end.__signature__ = _SIGNATURES[front_end.__name__]  # type: ignore[attr-defined]
+    return makes(GradientTransform)(front_end)
+
+
+def _front_end(kind: str, fun: _Fun | None, args: tuple[Any, ...], options: Mapping[str, object]) -> _Made:
+    """The body of each function: bind its arguments as its signature says; the `GradientTransform` of
+    `fun`, or with `fun` None the decorator making it (``@grad(...)``)."""
+    try:
+        bound = _SIGNATURES[kind].bind(fun, *args, **options)
+    except TypeError as e:  # what Python says of a plain function, with its name
+        raise TypeError(f"{kind}() {e}") from None
+    bound.apply_defaults()
+    settings = dict(bound.arguments)
+    del settings["fun"]
+
+    def make(f: _Fun) -> GradientTransform:
+        return GradientTransform(f, kind, **settings)
 
     return make if fun is None else make(fun)
 
 
-@overload
+@_family
 def grad(
-    fun: Callable[..., Any],
-    grad_states: Any = None,
-    argnums: _Argnums = None,
-    holomorphic: bool = False,
-    allow_int: bool = False,
-    has_aux: bool | None = None,
-    return_value: bool = False,
-    debug_nan: bool = False,
-) -> GradientTransform: ...
-
-
-@overload
-def grad(
-    fun: None = None,
-    grad_states: Any = None,
-    argnums: _Argnums = None,
-    holomorphic: bool = False,
-    allow_int: bool = False,
-    has_aux: bool | None = None,
-    return_value: bool = False,
-    debug_nan: bool = False,
-) -> _Decorator: ...
-
-
-def grad(
-    fun: Callable[..., Any] | None = None,
-    grad_states: Any = None,
-    argnums: _Argnums = None,
-    holomorphic: bool = False,
-    allow_int: bool = False,
-    has_aux: bool | None = None,
-    return_value: bool = False,
-    debug_nan: bool = False,
+    fun: Callable[..., Any] | None = None, *args: Any, **options: Unpack[_GradOptions]
 ) -> GradientTransform | _Decorator:
     """Gradient of a scalar function with respect to states and/or positional arguments, like `jax.grad`.
 
@@ -567,6 +611,8 @@ def grad(
     Args:
       fun: Function returning a scalar (or ``(scalar, aux)`` with `has_aux`). It may read and write `State`s
         it closes over; don't pass states as arguments.
+      *args: The options, positionally, in this order (brainstate's): `grad_states`, `argnums`, `holomorphic`,
+        `allow_int`, `has_aux`, `return_value`, `debug_nan`.
       grad_states: States to differentiate: a `State`, a list/tuple/dict of States (for example
         ``module.states(ParamState)``, a dict path → State), or a `statemap.nn.Module`, meaning all the
         `ParamState`s it holds (a dict path → State). The gradients come back in the same structure. A state
@@ -624,48 +670,12 @@ def grad(
       statemap._errors.NaNError: grad: NaN in the value of the function
       ...
     """
-    return _transform_or_decorator(
-        "grad",
-        fun,
-        grad_states,
-        argnums,
-        has_aux,
-        return_value,
-        holomorphic=holomorphic,
-        allow_int=allow_int,
-        debug_nan=debug_nan,
-    )
+    return _front_end("grad", fun, args, options)
 
 
-@overload
+@_family
 def vector_grad(
-    fun: Callable[..., Any],
-    grad_states: Any = None,
-    argnums: _Argnums = None,
-    return_value: bool = False,
-    has_aux: bool | None = None,
-    debug_nan: bool = False,
-) -> GradientTransform: ...
-
-
-@overload
-def vector_grad(
-    fun: None = None,
-    grad_states: Any = None,
-    argnums: _Argnums = None,
-    return_value: bool = False,
-    has_aux: bool | None = None,
-    debug_nan: bool = False,
-) -> _Decorator: ...
-
-
-def vector_grad(
-    fun: Callable[..., Any] | None = None,
-    grad_states: Any = None,
-    argnums: _Argnums = None,
-    return_value: bool = False,
-    has_aux: bool | None = None,
-    debug_nan: bool = False,
+    fun: Callable[..., Any] | None = None, *args: Any, **options: Unpack[_VectorGradOptions]
 ) -> GradientTransform | _Decorator:
     """Gradient of a vector (or pytree) output, pulled back with an all-ones cotangent.
 
@@ -675,12 +685,9 @@ def vector_grad(
 
     Args:
       fun: Function returning an array or pytree of arrays (or ``(output, aux)`` with `has_aux`).
-      grad_states: States to differentiate, as in `grad`.
-      argnums: Positional argument(s) to differentiate, as in `grad`.
-      return_value: If True, also return the output of `fun`.
-      has_aux: If True, `fun` returns ``(output, aux)`` and `aux` is returned too.
-      debug_nan: If True, raise `NaNError` naming the first input, output or gradient holding a NaN, as in
-        `grad`.
+      *args: The options, positionally, in this order: `grad_states`, `argnums`, `return_value`, `has_aux`,
+        `debug_nan`.
+      grad_states / argnums / return_value / has_aux / debug_nan: As in `grad`.
 
     Returns:
       A `GradientTransform` returning the gradients (then the value, then aux), as `grad` does.
@@ -690,38 +697,12 @@ def vector_grad(
       >>> sm.transform.vector_grad(lambda: x.value ** 2, grad_states=x)()
       Array([0., 2., 4.], dtype=float32)
     """
-    return _transform_or_decorator("vector_grad", fun, grad_states, argnums, has_aux, return_value, debug_nan=debug_nan)
+    return _front_end("vector_grad", fun, args, options)
 
 
-@overload
+@_family
 def fwd_grad(
-    fun: Callable[..., Any],
-    grad_states: Any = None,
-    argnums: _Argnums = None,
-    return_value: bool = False,
-    has_aux: bool | None = None,
-    holomorphic: bool = False,
-) -> GradientTransform: ...
-
-
-@overload
-def fwd_grad(
-    fun: None = None,
-    grad_states: Any = None,
-    argnums: _Argnums = None,
-    return_value: bool = False,
-    has_aux: bool | None = None,
-    holomorphic: bool = False,
-) -> _Decorator: ...
-
-
-def fwd_grad(
-    fun: Callable[..., Any] | None = None,
-    grad_states: Any = None,
-    argnums: _Argnums = None,
-    return_value: bool = False,
-    has_aux: bool | None = None,
-    holomorphic: bool = False,
+    fun: Callable[..., Any] | None = None, *args: Any, **options: Unpack[_JacfwdOptions]
 ) -> GradientTransform | _Decorator:
     """Gradient of a scalar function computed by forward mode, with respect to states and/or arguments.
 
@@ -733,10 +714,9 @@ def fwd_grad(
 
     Args:
       fun: Function returning a scalar (or ``(scalar, aux)`` with `has_aux`).
-      grad_states: States to differentiate, as in `grad`.
-      argnums: Positional argument(s) to differentiate, as in `grad` (0 when `grad_states` is None).
-      return_value: If True, also return the value of `fun`.
-      has_aux: If True, `fun` returns ``(value, aux)`` and `aux` is returned too.
+      *args: The options, positionally, in this order: `grad_states`, `argnums`, `return_value`, `has_aux`,
+        `holomorphic`.
+      grad_states / argnums / return_value / has_aux: As in `grad`.
       holomorphic: As in `jax.jacfwd`.
 
     Returns:
@@ -754,43 +734,12 @@ def fwd_grad(
       ...                                                      w.value[0]), grad_states=w)()
       Array([16.,  32.], dtype=float32)
     """
-    return _transform_or_decorator(
-        "fwd_grad", fun, grad_states, argnums, has_aux, return_value, holomorphic=holomorphic
-    )
+    return _front_end("fwd_grad", fun, args, options)
 
 
-@overload
+@_family
 def jacrev(
-    fun: Callable[..., Any],
-    grad_states: Any = None,
-    argnums: _Argnums = None,
-    has_aux: bool | None = None,
-    return_value: bool = False,
-    holomorphic: bool = False,
-    allow_int: bool = False,
-) -> GradientTransform: ...
-
-
-@overload
-def jacrev(
-    fun: None = None,
-    grad_states: Any = None,
-    argnums: _Argnums = None,
-    has_aux: bool | None = None,
-    return_value: bool = False,
-    holomorphic: bool = False,
-    allow_int: bool = False,
-) -> _Decorator: ...
-
-
-def jacrev(
-    fun: Callable[..., Any] | None = None,
-    grad_states: Any = None,
-    argnums: _Argnums = None,
-    has_aux: bool | None = None,
-    return_value: bool = False,
-    holomorphic: bool = False,
-    allow_int: bool = False,
+    fun: Callable[..., Any] | None = None, *args: Any, **options: Unpack[_JacrevOptions]
 ) -> GradientTransform | _Decorator:
     """Jacobian by reverse mode, like `jax.jacrev`, with respect to states and/or positional arguments.
 
@@ -799,10 +748,9 @@ def jacrev(
 
     Args:
       fun: Function returning an array or pytree of arrays (or ``(output, aux)`` with `has_aux`).
-      grad_states: States to differentiate, as in `grad`.
-      argnums: Positional argument(s) to differentiate, as in `grad`.
-      has_aux: If True, `fun` returns ``(output, aux)`` and `aux` is returned too.
-      return_value: If True, also return the output of `fun`.
+      *args: The options, positionally, in this order: `grad_states`, `argnums`, `has_aux`, `return_value`,
+        `holomorphic`, `allow_int`.
+      grad_states / argnums / has_aux / return_value: As in `grad`.
       holomorphic / allow_int: As in `jax.jacrev`.
 
     Returns:
@@ -814,40 +762,12 @@ def jacrev(
       Array([[3., 0.],
              [0., 4.]], dtype=float32)
     """
-    return _transform_or_decorator(
-        "jacrev", fun, grad_states, argnums, has_aux, return_value, holomorphic=holomorphic, allow_int=allow_int
-    )
+    return _front_end("jacrev", fun, args, options)
 
 
-@overload
+@_family
 def jacfwd(
-    fun: Callable[..., Any],
-    grad_states: Any = None,
-    argnums: _Argnums = None,
-    has_aux: bool | None = None,
-    return_value: bool = False,
-    holomorphic: bool = False,
-) -> GradientTransform: ...
-
-
-@overload
-def jacfwd(
-    fun: None = None,
-    grad_states: Any = None,
-    argnums: _Argnums = None,
-    has_aux: bool | None = None,
-    return_value: bool = False,
-    holomorphic: bool = False,
-) -> _Decorator: ...
-
-
-def jacfwd(
-    fun: Callable[..., Any] | None = None,
-    grad_states: Any = None,
-    argnums: _Argnums = None,
-    has_aux: bool | None = None,
-    return_value: bool = False,
-    holomorphic: bool = False,
+    fun: Callable[..., Any] | None = None, *args: Any, **options: Unpack[_JacfwdOptions]
 ) -> GradientTransform | _Decorator:
     """Jacobian by forward mode, like `jax.jacfwd`, with respect to states and/or positional arguments.
 
@@ -855,11 +775,9 @@ def jacfwd(
 
     Args:
       fun: Function returning an array or pytree of arrays (or ``(output, aux)`` with `has_aux`).
-      grad_states: States to differentiate, as in `grad`.
-      argnums: Positional argument(s) to differentiate, as in `grad`.
-      has_aux: If True, `fun` returns ``(output, aux)`` and `aux` is returned too.
-      return_value: If True, also return the output of `fun`.
-      holomorphic: As in `jax.jacfwd`.
+      *args: The options, positionally, in this order: `grad_states`, `argnums`, `has_aux`, `return_value`,
+        `holomorphic`.
+      grad_states / argnums / has_aux / return_value: As in `grad`; `holomorphic` as in `jax.jacfwd`.
 
     Returns:
       A `GradientTransform` returning the Jacobians (then the value, then aux).
@@ -871,38 +789,12 @@ def jacfwd(
       (Array([1., 3.], dtype=float32), Array([[2., 0.],
              [0., 2.]], dtype=float32))
     """
-    return _transform_or_decorator("jacfwd", fun, grad_states, argnums, has_aux, return_value, holomorphic=holomorphic)
+    return _front_end("jacfwd", fun, args, options)
 
 
-@overload
+@_family
 def hessian(
-    fun: Callable[..., Any],
-    grad_states: Any = None,
-    argnums: _Argnums = None,
-    return_value: bool = False,
-    holomorphic: bool = False,
-    has_aux: bool | None = None,
-) -> GradientTransform: ...
-
-
-@overload
-def hessian(
-    fun: None = None,
-    grad_states: Any = None,
-    argnums: _Argnums = None,
-    return_value: bool = False,
-    holomorphic: bool = False,
-    has_aux: bool | None = None,
-) -> _Decorator: ...
-
-
-def hessian(
-    fun: Callable[..., Any] | None = None,
-    grad_states: Any = None,
-    argnums: _Argnums = None,
-    return_value: bool = False,
-    holomorphic: bool = False,
-    has_aux: bool | None = None,
+    fun: Callable[..., Any] | None = None, *args: Any, **options: Unpack[_JacfwdOptions]
 ) -> GradientTransform | _Decorator:
     """Hessian of a scalar function, like `jax.hessian`, with respect to states and/or positional arguments.
 
@@ -912,11 +804,9 @@ def hessian(
 
     Args:
       fun: Function returning a scalar (or ``(scalar, aux)`` with `has_aux`).
-      grad_states: States to differentiate, as in `grad`.
-      argnums: Positional argument(s) to differentiate, as in `grad`.
-      return_value: If True, also return the value of `fun`.
-      holomorphic: As in `jax.hessian`.
-      has_aux: If True, `fun` returns ``(value, aux)`` and `aux` is returned too.
+      *args: The options, positionally, in this order: `grad_states`, `argnums`, `return_value`, `holomorphic`,
+        `has_aux`.
+      grad_states / argnums / return_value / has_aux: As in `grad`; `holomorphic` as in `jax.hessian`.
 
     Returns:
       A `GradientTransform` returning the Hessian (then the value, then aux).
@@ -927,4 +817,4 @@ def hessian(
       Array([[ 6.,  0.],
              [ 0., 12.]], dtype=float32)
     """
-    return _transform_or_decorator("hessian", fun, grad_states, argnums, has_aux, return_value, holomorphic=holomorphic)
+    return _front_end("hessian", fun, args, options)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import jax
 import jax.numpy as jnp
@@ -144,20 +144,27 @@ def _check_carry(
             raise state_type_error(who, e.states[i], problem, a, b, _STATE_FIX)
 
 
+def _check_pair(out: Any, who: str, structure: Any = None) -> None:
+    """Refuse an output of ``f`` that is not a pair ``(carry, y)`` (`structure`: its treedef, when traced)."""
+    if isinstance(out, (tuple, list)) and len(out) == 2:
+        return
+    found = type(out).__name__ if structure is None else f"{type(out).__name__} with structure {structure}"
+    raise ControlFlowError(
+        message(
+            who,
+            "f must return a pair (carry, y)",
+            "a tuple (new_carry, y)",
+            found,
+            "return (carry, y); use y=None when there is nothing to stack",
+        )
+    )
+
+
 def _split_pair(ft: FlatTraced, who: str) -> tuple[list[int], Any, list[int], Any]:
     """(carry leaf positions, carry treedef, y leaf positions, y treedef) of ``f``'s ``(carry, y)``."""
     e = ft.entry
     out = jax.tree_util.tree_unflatten(e.out_treedef, list(range(e.n_out)))
-    if not isinstance(out, (tuple, list)) or len(out) != 2:
-        raise ControlFlowError(
-            message(
-                who,
-                "f must return a pair (carry, y)",
-                "a tuple (new_carry, y)",
-                f"{type(out).__name__} with structure {e.out_treedef}",
-                "return (carry, y); use y=None when there is nothing to stack",
-            )
-        )
+    _check_pair(out, who, e.out_treedef)
     c_leaves, c_tree = jax.tree_util.tree_flatten(out[0])
     y_leaves, y_tree = jax.tree_util.tree_flatten(out[1])
     return c_leaves, c_tree, y_leaves, y_tree
@@ -178,7 +185,9 @@ def _disable_jit() -> bool:
     return bool(jax.config.jax_disable_jit)  # type: ignore[attr-defined]
 
 
-def _scan_eager(who: str, f: Callable[..., Any], init: Any, xs: Any, n: int, opts: _ScanOptions, bar: Any) -> Any:
+def _scan_eager(
+    who: str, f: Callable[..., Any], init: Any, xs: Any, n: int, opts: _ScanOptions, bar: Any
+) -> tuple[Any, Any]:
     """`jax.lax.scan` under `jax.disable_jit()`: a Python loop over the slices of `xs`, the body run as is.
 
     A hook-less frame holds the writes; they are committed when the loop ends (after an error, every state
@@ -195,16 +204,7 @@ def _scan_eager(who: str, f: Callable[..., Any], init: Any, xs: Any, n: int, opt
                 y = f(*x)
             else:
                 out = f(carry, x)
-                if not isinstance(out, (tuple, list)) or len(out) != 2:
-                    raise ControlFlowError(
-                        message(
-                            who,
-                            "f must return a pair (carry, y)",
-                            "a tuple (new_carry, y)",
-                            type(out).__name__,
-                            "return (carry, y); use y=None when there is nothing to stack",
-                        )
-                    )
+                _check_pair(out, who)
                 carry, y = out
             ys.append(y)
             if bar is not None:
@@ -255,9 +255,10 @@ def _trace_scan(
 
 def _run_scan(
     who: str, f: Callable[..., Any], init: Any, xs: Any, length: Any, opts: _ScanOptions, bars: tuple[Any, Any]
-) -> Any:
+) -> tuple[Any, Any]:
     """Shared by `scan`, `checkpointed_scan` (``f(carry, x) -> (carry, y)``) and `for_loop` (``f(*x) -> y``,
     `init` is `_NO_CARRY`). `bars` is ``(progress_bar, pbar)``. Returns ``(carry, ys)``."""
+    check_callable(f, who, "f")
     star = init is _NO_CARRY
     init_leaves, init_tree, _ = flatten_checked(None if star else init, who, "init")
     xs_leaves, xs_tree, xs_names = flatten_checked(xs, who, "xs")
@@ -338,6 +339,27 @@ _scan_jitted = jax.jit(_scan_runner, static_argnums=(0,))
 _Pbar = ProgressBar | int | None
 
 
+class _LoopOptions(TypedDict, total=False):
+    """The options `checkpointed_scan` and `for_loop` take as keywords, as `scan` does (same meaning and
+    defaults: no `reverse`, `unroll` 1, no progress bar)."""
+
+    reverse: bool
+    unroll: int | bool
+    progress_bar: bool | int
+    pbar: _Pbar
+
+
+def _loop_options(
+    who: str, options: _LoopOptions, remat: bool = False, policy: Callable[..., bool] | None = None
+) -> tuple[_ScanOptions, tuple[Any, Any]]:
+    """`options` as `_run_scan`'s ``(opts, bars)``; an unknown keyword raises as for a plain function."""
+    for key in options:
+        if key not in _LoopOptions.__optional_keys__:
+            raise TypeError(f"{who}() got an unexpected keyword argument {key!r}")
+    opts = _ScanOptions(bool(options.get("reverse", False)), options.get("unroll", 1), remat, policy)
+    return opts, (options.get("progress_bar", False), options.get("pbar"))
+
+
 def scan(
     f: Callable[..., Any],
     init: Any,
@@ -387,11 +409,7 @@ def scan(
       >>> total.value
       Array(6., dtype=float32)
     """
-    who = "scan"
-    check_callable(f, who, "f")
-    opts = _ScanOptions(bool(reverse), unroll)
-    carry, ys = _run_scan(who, f, init, xs, length, opts, (progress_bar, pbar))
-    return carry, ys
+    return _run_scan("scan", f, init, xs, length, _ScanOptions(bool(reverse), unroll), (progress_bar, pbar))
 
 
 def checkpointed_scan(
@@ -400,11 +418,8 @@ def checkpointed_scan(
     xs: Any,
     length: int | None = None,
     *,
-    reverse: bool = False,
-    unroll: int | bool = 1,
     policy: Callable[..., bool] | None = None,
-    progress_bar: bool | int = False,
-    pbar: _Pbar = None,
+    **options: Unpack[_LoopOptions],
 ) -> tuple[Any, Any]:
     """`scan` whose body is rematerialised under differentiation: `jax.checkpoint` of the body, per iteration.
 
@@ -413,8 +428,9 @@ def checkpointed_scan(
     memory of one iteration's intermediates instead of all of them, for one more forward pass.
 
     Args:
-      f / init / xs / length / reverse / unroll / progress_bar / pbar: As in `scan`.
+      f / init / xs / length: As in `scan`.
       policy: A `jax.checkpoint_policies` policy choosing intermediates that may be saved anyway.
+      **options: `reverse`, `unroll`, `progress_bar` and `pbar`, as in `scan`.
 
     Returns:
       ``(final_carry, stacked_ys)``.
@@ -431,22 +447,11 @@ def checkpointed_scan(
       >>> bool(jnp.allclose(g_remat, g_plain))
       True
     """
-    who = "checkpointed_scan"
-    check_callable(f, who, "f")
-    opts = _ScanOptions(bool(reverse), unroll, True, policy)
-    carry, ys = _run_scan(who, f, init, xs, length, opts, (progress_bar, pbar))
-    return carry, ys
+    opts, bars = _loop_options("checkpointed_scan", options, remat=True, policy=policy)
+    return _run_scan("checkpointed_scan", f, init, xs, length, opts, bars)
 
 
-def for_loop(
-    f: Callable[..., Any],
-    *xs: Any,
-    length: int | None = None,
-    reverse: bool = False,
-    unroll: int | bool = 1,
-    progress_bar: bool | int = False,
-    pbar: _Pbar = None,
-) -> Any:
+def for_loop(f: Callable[..., Any], *xs: Any, length: int | None = None, **options: Unpack[_LoopOptions]) -> Any:
     """Call `f(*x_i)` for each slice ``x_i`` of `xs` along axis 0, in order, and stack the outputs.
 
     A `scan` without a carry: states written by `f` accumulate from one iteration to the next.
@@ -454,7 +459,8 @@ def for_loop(
     Args:
       f: Function of one slice of each of `xs`.
       *xs: Pytrees of arrays with the same leading axis size.
-      length / reverse / unroll / progress_bar / pbar: As in `scan`.
+      length: As in `scan`.
+      **options: `reverse`, `unroll`, `progress_bar` and `pbar`, as in `scan`.
 
     Returns:
       The outputs of `f`, stacked along a new axis 0.
@@ -467,9 +473,8 @@ def for_loop(
       >>> sm.transform.for_loop(step, jnp.ones((3, 2)), jnp.arange(3.0))
       Array([0., 2., 6.], dtype=float32)
     """
-    who = "for_loop"
-    check_callable(f, who, "f")
-    return _run_scan(who, f, _NO_CARRY, xs, length, _ScanOptions(bool(reverse), unroll), (progress_bar, pbar))[1]
+    opts, bars = _loop_options("for_loop", options)
+    return _run_scan("for_loop", f, _NO_CARRY, xs, length, opts, bars)[1]
 
 
 def _check_cond(cnd: FlatTraced, who: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, Unpack
 
 import jax
 
@@ -21,8 +21,9 @@ from .._trace import catch_new_states, trace_level
 from ._arguments import CallSignature
 from ._dispatch import run_program
 from ._mapping_axes import is_unmatched, match_axis, normalize_state_axes
-from ._mapping_config import MappingConfig, vmap_fn
+from ._mapping_config import MappingConfig
 from ._mapping_plan import classify, make_program, trace_lane
+from ._vmap import VmapOptions, vmap_settings
 
 __all__ = ["vmap2_new_states", "pmap2_new_states", "vmap_new_states"]
 
@@ -197,17 +198,16 @@ def pmap2_new_states(
 def vmap_new_states(
     fun: Callable[..., Any] | None = None,
     *,
-    in_axes: Any = 0,
-    out_axes: Any = 0,
-    axis_name: Hashable | None = None,
-    axis_size: int | None = None,
-    spmd_axis_name: Hashable | None = None,
     state_tag: str | None = None,
     state_to_exclude: Any = None,
     in_states: Any = None,
     out_states: Any = None,
+    **options: Unpack[VmapOptions],
 ) -> Callable[..., Any]:
     """Legacy: map a function that creates states; each new state gets a leading axis (NonBatchState: none).
+
+    The `options` are those of `jax.vmap`, as in `vmap2`. `state_tag` is added to every new state's tags; new
+    states matching the filter `state_to_exclude` are not caught (as in `statemap.catch_new_states`).
 
     Examples:
       >>> made = []
@@ -228,19 +228,12 @@ def vmap_new_states(
                 "use statemap.transform.vmap or vmap2 to map existing states",
             )
         )
-    if axis_size is not None:
-        _check_size(axis_size, "vmap_new_states")
+    settings = vmap_settings("vmap_new_states", options)
+    if settings["axis_size"] is not None:
+        _check_size(settings["axis_size"], "vmap_new_states")
 
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
-        config = MappingConfig.create(
-            f,
-            name="vmap_new_states",
-            in_axes=in_axes,
-            out_axes=out_axes,
-            axis_size=axis_size,
-            axis_name=axis_name,
-            mapping_fn=vmap_fn(spmd_axis_name),
-        )
+        config = MappingConfig.create(f, name="vmap_new_states", **settings)
 
         @functools.wraps(f)
         def mapped(*args: Any) -> Any:

@@ -1,73 +1,81 @@
-"""Front-ends of the mapping engine: `vmap2`, `pmap2` and the declaration-based legacy `vmap`."""
+"""Front-ends of the mapping engine: `vmap2`, `pmap2` and the declaration-based legacy `vmap`.
+
+Each builds one complete `MappingConfig` and returns the `StatefulMapping` of the function or, called without
+it, the decorator making it (`_front_end`). The options of `jax.vmap` itself are declared once, in
+`VmapOptions`, for `vmap2`, `vmap` and `vmap_new_states`.
+"""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, overload
+from typing import Any, TypedDict, Unpack
 
 import jax
 
 from .._errors import BatchAxisError, message
 from .._state import State
+from ._decorator import makes
 from ._mapping import StatefulMapping
 from ._mapping_axes import StateIs
 from ._mapping_config import MappingConfig, vmap_fn
 
-__all__ = ["vmap2", "pmap2", "vmap"]
+__all__ = ["vmap2", "pmap2", "vmap", "VmapOptions", "vmap_settings"]
+
+_Decorator = Callable[[Callable[..., Any]], StatefulMapping]
 
 
-@overload
-def vmap2(
-    fn: Callable[..., Any],
-    *,
-    in_axes: Any = 0,
-    out_axes: Any = 0,
-    axis_name: Hashable | None = None,
-    axis_size: int | None = None,
-    spmd_axis_name: Hashable | tuple[Hashable, ...] | None = None,
-    state_in_axes: Any = None,
-    state_out_axes: Any = None,
-    unexpected_out_state_mapping: str = "raise",
-    state_reduce: Any = None,
-    static_argnums: int | Sequence[int] = (),
-    static_argnames: str | Sequence[str] = (),
-) -> StatefulMapping: ...
+class VmapOptions(TypedDict, total=False):
+    """The options of `jax.vmap` that `vmap2`, `vmap` and `vmap_new_states` take as keywords, with its meaning
+    and defaults (a mapping also maps keyword arguments, on axis 0)."""
+
+    in_axes: Any
+    out_axes: Any
+    axis_name: Hashable | None
+    axis_size: int | None
+    spmd_axis_name: Hashable | tuple[Hashable, ...] | None
 
 
-@overload
-def vmap2(
-    fn: None = None,
-    *,
-    in_axes: Any = 0,
-    out_axes: Any = 0,
-    axis_name: Hashable | None = None,
-    axis_size: int | None = None,
-    spmd_axis_name: Hashable | tuple[Hashable, ...] | None = None,
-    state_in_axes: Any = None,
-    state_out_axes: Any = None,
-    unexpected_out_state_mapping: str = "raise",
-    state_reduce: Any = None,
-    static_argnums: int | Sequence[int] = (),
-    static_argnames: str | Sequence[str] = (),
-) -> Callable[[Callable[..., Any]], StatefulMapping]: ...
+def vmap_settings(who: str, options: VmapOptions) -> dict[str, Any]:
+    """`options` as arguments of `MappingConfig.create`, with `jax.vmap`'s defaults for those not given.
+
+    Raises:
+      TypeError: an unknown keyword, as Python says it of a plain function.
+    """
+    for key in options:
+        if key not in VmapOptions.__optional_keys__:
+            raise TypeError(f"{who}() got an unexpected keyword argument {key!r}")
+    return {
+        "in_axes": options.get("in_axes", 0),
+        "out_axes": options.get("out_axes", 0),
+        "axis_name": options.get("axis_name"),
+        "axis_size": options.get("axis_size"),
+        "mapping_fn": vmap_fn(options.get("spmd_axis_name")),
+    }
 
 
+def _front_end(fn: Callable[..., Any] | None, name: str, **config: Any) -> StatefulMapping | _Decorator:
+    """The `StatefulMapping` of `fn` for the `MappingConfig.create` options `config`; with `fn` None, the
+    decorator making it."""
+
+    def make(f: Callable[..., Any]) -> StatefulMapping:
+        return StatefulMapping.from_config(f, MappingConfig.create(f, name=name, **config))
+
+    return make if fn is None else make(fn)
+
+
+@makes(StatefulMapping)
 def vmap2(
     fn: Callable[..., Any] | None = None,
     *,
-    in_axes: Any = 0,
-    out_axes: Any = 0,
-    axis_name: Hashable | None = None,
-    axis_size: int | None = None,
-    spmd_axis_name: Hashable | tuple[Hashable, ...] | None = None,
     state_in_axes: Any = None,
     state_out_axes: Any = None,
     unexpected_out_state_mapping: str = "raise",
     state_reduce: Any = None,
     static_argnums: int | Sequence[int] = (),
     static_argnames: str | Sequence[str] = (),
-) -> StatefulMapping | Callable[[Callable[..., Any]], StatefulMapping]:
+    **options: Unpack[VmapOptions],
+) -> StatefulMapping | _Decorator:
     """Vectorise `fn` over a mapped axis, like `jax.vmap`, batching the states it reads and writes.
 
     States selected by `state_in_axes` enter one lane at a time and are written back on the same axis; other
@@ -75,8 +83,6 @@ def vmap2(
 
     Args:
       fn: Function to map. It may read and write `State`s it closes over.
-      in_axes / out_axes / axis_name / axis_size / spmd_axis_name: As in `jax.vmap` (kwargs map on axis 0).
-        Non-array leaves mapped with None (a string, a callable, a Python int…) reach `fn` unchanged.
       state_in_axes: ``{axis: selector}`` selecting states that enter batched; others are broadcast.
       state_out_axes: ``{axis: selector}`` for where written states' mapped axis goes.
       unexpected_out_state_mapping: ``'raise'`` (default), ``'warn'``, ``'ignore'`` or ``'auto'``.
@@ -84,6 +90,9 @@ def vmap2(
         its per-lane new values (``'mean'``, ``'sum'``, ``'max'``, ``'min'``, ``'first'``, ``'last'``, ``'add'``
         = old + Σ(newᵢ − old), or a callable ``(stacked_new, old) -> value``).
       static_argnums / static_argnames: Arguments closed over as compile-time constants.
+      **options: `in_axes`, `out_axes`, `axis_name`, `axis_size` and `spmd_axis_name`, as in `jax.vmap`
+        (`VmapOptions`; keyword arguments map on axis 0). Non-array leaves mapped with None (a string, a
+        callable, a Python int…) reach `fn` unchanged.
 
     Returns:
       A `StatefulMapping` (call it like `fn`); without `fn`, a decorator.
@@ -129,28 +138,20 @@ def vmap2(
       >>> first.shape, bool((last < first).all())
       ((4,), True)
     """
-
-    def make(f: Callable[..., Any]) -> StatefulMapping:
-        config = MappingConfig.create(
-            f,
-            name="vmap2",
-            in_axes=in_axes,
-            out_axes=out_axes,
-            state_in_axes=state_in_axes,
-            state_out_axes=state_out_axes,
-            unexpected_out_state_mapping=unexpected_out_state_mapping,
-            state_reduce=state_reduce,
-            static_argnums=static_argnums,
-            static_argnames=static_argnames,
-            axis_size=axis_size,
-            axis_name=axis_name,
-            mapping_fn=vmap_fn(spmd_axis_name),
-        )
-        return StatefulMapping.from_config(f, config)
-
-    return make if fn is None else make(fn)
+    return _front_end(
+        fn,
+        "vmap2",
+        state_in_axes=state_in_axes,
+        state_out_axes=state_out_axes,
+        unexpected_out_state_mapping=unexpected_out_state_mapping,
+        state_reduce=state_reduce,
+        static_argnums=static_argnums,
+        static_argnames=static_argnames,
+        **vmap_settings("vmap2", options),
+    )
 
 
+@makes(StatefulMapping)
 def pmap2(
     fn: Callable[..., Any] | None = None,
     axis_name: Hashable | None = None,
@@ -167,7 +168,7 @@ def pmap2(
     unexpected_out_state_mapping: str = "raise",
     state_reduce: Any = None,
     static_argnames: str | Sequence[str] = (),
-) -> StatefulMapping | Callable[[Callable[..., Any]], StatefulMapping]:
+) -> StatefulMapping | _Decorator:
     """Map `fn` over devices, like `jax.pmap`, with the state semantics of `vmap2`.
 
     `static_broadcasted_argnums` and `donate_argnums` count the user's own arguments. Each signature compiles
@@ -196,27 +197,22 @@ def pmap2(
       True
     """
     pmap_kwargs: dict[str, Any] = {k: v for k, v in (("devices", devices), ("backend", backend)) if v is not None}
-
-    def make(f: Callable[..., Any]) -> StatefulMapping:
-        config = MappingConfig.create(
-            f,
-            name="pmap2",
-            in_axes=in_axes,
-            out_axes=out_axes,
-            state_in_axes=state_in_axes,
-            state_out_axes=state_out_axes,
-            unexpected_out_state_mapping=unexpected_out_state_mapping,
-            state_reduce=state_reduce,
-            static_argnums=static_broadcasted_argnums,
-            static_argnames=static_argnames,
-            axis_size=axis_size,
-            axis_name=axis_name,
-            mapping_fn=functools.partial(jax.pmap, **pmap_kwargs) if pmap_kwargs else jax.pmap,
-            donate_argnums=donate_argnums,
-        )
-        return StatefulMapping.from_config(f, config)
-
-    return make if fn is None else make(fn)
+    return _front_end(  # in the order of the signature: pmap's options, then the states'
+        fn,
+        "pmap2",
+        axis_name=axis_name,
+        in_axes=in_axes,
+        out_axes=out_axes,
+        static_argnums=static_broadcasted_argnums,
+        mapping_fn=functools.partial(jax.pmap, **pmap_kwargs) if pmap_kwargs else jax.pmap,
+        axis_size=axis_size,
+        donate_argnums=donate_argnums,
+        state_in_axes=state_in_axes,
+        state_out_axes=state_out_axes,
+        unexpected_out_state_mapping=unexpected_out_state_mapping,
+        state_reduce=state_reduce,
+        static_argnames=static_argnames,
+    )
 
 
 def _declared_states(spec: Any, who: str, what: str) -> dict[int, list[State]]:
@@ -247,22 +243,19 @@ def _states_of(group: Any, who: str, what: str) -> list[State]:
     return leaves
 
 
+@makes(StatefulMapping)
 def vmap(
     fn: Callable[..., Any] | None = None,
     *,
-    in_axes: Any = 0,
-    out_axes: Any = 0,
-    axis_name: Hashable | None = None,
-    axis_size: int | None = None,
-    spmd_axis_name: Hashable | tuple[Hashable, ...] | None = None,
     in_states: Any = None,
     out_states: Any = None,
-) -> StatefulMapping | Callable[[Callable[..., Any]], StatefulMapping]:
+    **options: Unpack[VmapOptions],
+) -> StatefulMapping | _Decorator:
     """Legacy, declaration-based mapping: states are declared by instance in `in_states` / `out_states`.
 
     ``in_states={axis: {name: state}}`` (or ``{axis: [states]}``, or just states for axis 0) maps those states
     per lane and writes them back on the same axis; `out_states` scatters written states. Any other state written
-    per lane is an error (policy ``'raise'``).
+    per lane is an error (policy ``'raise'``). The `options` are those of `jax.vmap`, as in `vmap2`.
 
     Examples:
       >>> h = sm.ShortTermState(jnp.zeros(2), name="h")
@@ -292,20 +285,11 @@ def vmap(
     merged = {axis: list(group) for axis, group in ins.items()}
     for axis, group in outs.items():
         merged.setdefault(axis, []).extend(s for s in group if id(s) not in where)
-
-    def make(f: Callable[..., Any]) -> StatefulMapping:
-        config = MappingConfig.create(
-            f,
-            name="vmap",
-            in_axes=in_axes,
-            out_axes=out_axes,
-            state_in_axes={a: StateIs(*g) for a, g in ins.items() if g},
-            state_out_axes={a: StateIs(*g) for a, g in merged.items() if g},
-            axis_size=axis_size,
-            axis_name=axis_name,
-            mapping_fn=vmap_fn(spmd_axis_name),
-            option_names=("in_states", "out_states"),
-        )
-        return StatefulMapping.from_config(f, config)
-
-    return make if fn is None else make(fn)
+    return _front_end(
+        fn,
+        "vmap",
+        state_in_axes={a: StateIs(*g) for a, g in ins.items() if g},
+        state_out_axes={a: StateIs(*g) for a, g in merged.items() if g},
+        option_names=("in_states", "out_states"),
+        **vmap_settings("vmap", options),
+    )

@@ -158,8 +158,13 @@ class Any(_Combination):
     """Matches when any of the filters matches (`Any()` matches nothing).
 
     Examples:
-      >>> from statemap.util.filter import Any
+      >>> from statemap.util.filter import Any, to_predicate
       >>> Any(sm.ParamState, "fast")((), sm.State(0.0, tag="fast"))
+      True
+
+      A list or tuple of filters means the same thing:
+
+      >>> to_predicate([sm.ParamState, "fast"]) == Any(sm.ParamState, "fast")
       True
     """
 
@@ -170,9 +175,12 @@ class All(_Combination):
     """Matches when all of the filters match (`All()` matches everything).
 
     Examples:
-      >>> from statemap.util.filter import All
-      >>> All(sm.ParamState, "fast")((), sm.ParamState(0.0, tag="fast"))
-      True
+      The trainable parameters, say, are the `ParamState`s not tagged ``"frozen"``:
+
+      >>> from statemap.util.filter import All, Not
+      >>> trainable = All(sm.ParamState, Not("frozen"))
+      >>> trainable((), sm.ParamState(0.0)), trainable((), sm.ParamState(0.0, tag="frozen"))
+      (True, False)
     """
 
     __slots__ = ()
