@@ -45,6 +45,11 @@ def test_mypy_strict_sees_what_each_form_returns(tmp_path):
                 return x
             reveal_type(lanes)
             reveal_type(sm.transform.pmap2(lambda x: x, "d"))
+            reveal_type(sm.transform.jit(lambda x: x * 2))
+            @sm.transform.jit(static_argnums=0, name="scaled")
+            def scaled(n: int, x: jax.Array) -> jax.Array:
+                return x * n
+            reveal_type(scaled)
             sm.transform.vector_grad(lambda x: x, holomorphic=True)
             sm.transform.vmap2(lambda x: x, axis_size="3")
             sm.transform.for_loop(lambda x: x, jnp.zeros(3), reverse="no")
@@ -62,6 +67,8 @@ def test_mypy_strict_sees_what_each_form_returns(tmp_path):
         f'note: Revealed type is "{mapping}"',
         f'note: Revealed type is "{mapping}"',
         f'note: Revealed type is "{mapping}"',
+        'note: Revealed type is "statemap.transform._jit.JittedFunction"',
+        'note: Revealed type is "statemap.transform._jit.JittedFunction"',
         'error: Unexpected keyword argument "holomorphic" for overloaded function "__call__" of "Maker"  '
         "[call-overload]",
         'error: No overload variant of "__call__" of "Maker" matches argument types "Callable[[Any], Any]", '
@@ -74,5 +81,6 @@ def test_mypy_strict_sees_what_each_form_returns(tmp_path):
 
 
 def test_every_front_end_keeps_its_function_and_docstring():
-    for f in (sm.transform.grad, sm.transform.jacrev, sm.transform.vmap2, sm.transform.pmap2, sm.transform.vmap):
+    for f in (sm.transform.grad, sm.transform.jacrev, sm.transform.vmap2, sm.transform.pmap2, sm.transform.vmap,
+              sm.transform.jit):  # fmt: skip
         assert inspect.isfunction(f) and f.__doc__ and f.__module__.startswith("statemap.transform.")

@@ -19,7 +19,7 @@ import functools
 import math
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, overload
+from typing import Any
 
 import jax
 
@@ -29,6 +29,7 @@ from .._state import State, peek, write_back
 from .._trace import CONTEXT
 from ..util.filter import Predicate
 from ._arguments import CallSignature, check_optional_str, parse_argnums, resolve_argnums, shift_argnums
+from ._decorator import makes
 from ._dispatch import Dispatched, Dispatcher, Program, check_signatures
 from ._eval_shape import out_shapes
 from ._make_jaxpr import StatefulFunction, Traced
@@ -333,30 +334,8 @@ def _per_argument(shardings: Any) -> Any:
     return tuple(shardings) if isinstance(shardings, (list, tuple)) else shardings
 
 
-@overload
-def jit(
-    fun: Callable[..., Any],
-    static_argnums: int | Sequence[int] = (),
-    static_argnames: str | Sequence[str] = (),
-    donate_argnums: int | Sequence[int] = (),
-    name: str | None = None,
-    state_shardings: dict[Any, Any] | None = None,
-    **jit_kwargs: Any,
-) -> JittedFunction: ...
-
-
-@overload
-def jit(
-    fun: None = None,
-    static_argnums: int | Sequence[int] = (),
-    static_argnames: str | Sequence[str] = (),
-    donate_argnums: int | Sequence[int] = (),
-    name: str | None = None,
-    state_shardings: dict[Any, Any] | None = None,
-    **jit_kwargs: Any,
-) -> Callable[[Callable[..., Any]], JittedFunction]: ...
-
-
+# The typed forms take `fun` positionally; at run time ``jit(fun=f)`` works too (hence the ignore).
+@makes(JittedFunction)  # type: ignore[arg-type]
 def jit(
     fun: Callable[..., Any] | None = None,
     static_argnums: int | Sequence[int] = (),
