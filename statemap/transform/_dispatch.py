@@ -207,7 +207,7 @@ class Dispatcher:
     def _empty(self, refs: tuple[weakref.ref[State], ...] = (), gen: int | None = None) -> _Known:
         """A known list of `refs` with its own `jax.jit` (empty cache), checked against generation `gen`."""
         token = object()
-        body, body_kw = functools.partial(self._body, token), functools.partial(self._body_kw, token)
+        body, body_kw = functools.partial(self._body, token, {}), functools.partial(self._body, token)
         jitted = jax.jit(body, **self._jit_kwargs), jax.jit(body_kw, **self._jit_kwargs)
         return _Known(refs, token, jitted, generation() if gen is None else gen)
 
@@ -273,12 +273,9 @@ class Dispatcher:
             CallSignature.of(self.spec, args, kwargs)  # raises a statemap ArgumentError naming a bad argument
         raise error
 
-    def _body(self, token: object, *flat: Any) -> tuple[Any, ...]:
-        """Body of the fast path's `jax.jit` for calls without keyword arguments: ``(*values, *args)``."""
-        return self._body_kw(token, {}, *flat)
-
-    def _body_kw(self, token: object, kwargs: dict[str, Any], *flat: Any) -> tuple[Any, ...]:
-        """Body of the fast path's `jax.jit` (traced by JAX for a new signature only): ``(kwargs, *values, *args)``.
+    def _body(self, token: object, kwargs: dict[str, Any], *flat: Any) -> tuple[Any, ...]:
+        """Body of the fast path's `jax.jit` (traced by JAX for a new signature only): ``(kwargs, *values, *args)``
+        (a call without keyword arguments has ``kwargs={}`` bound, not passed).
 
         Everything is flat, the cheapest for JAX's C++ dispatch to parse: one value per known state, then the
         arguments. Returns ``(result, *new)`` with one entry per known state: its new value where this signature
@@ -354,19 +351,13 @@ class Dispatcher:
         otherwise the fast path starts over with a new `jax.jit` (positions and programs changed).
         """
         gen = generation()
-        kept = all(self._same_program(sig, program) for sig, program in list(self._seen.values()))
+        kept = all(_resolves_to(self._resolve, sig, program) for sig, program in list(self._seen.values()))
         with self._lock:
             if self._known is known:
                 if not kept:
                     self._seen = {}
                 self._known = known.stamped(gen) if kept else self._empty()
                 self._publish()
-
-    def _same_program(self, sig: CallSignature, program: Program) -> bool:
-        try:
-            return self._resolve(sig, False)[0] is program
-        except Exception:  # the call itself will trace again and raise, naming the problem
-            return False
 
     def _grow(self, states: list[State]) -> None:
         """Add `states` to the known list: a new list, with its own `jax.jit`, when one is new."""
@@ -389,6 +380,14 @@ class Dispatcher:
             self._seen = {}
             self._known = self._empty()
             self._publish()
+
+
+def _resolves_to(resolve: Resolve, sig: CallSignature, program: Program) -> bool:
+    """Whether `sig` still resolves to `program` (same states in the same roles) after a new generation."""
+    try:
+        return resolve(sig, False)[0] is program
+    except Exception:  # the call itself will trace again and raise, naming the problem
+        return False
 
 
 class Dispatched:
