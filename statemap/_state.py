@@ -664,8 +664,12 @@ def read_values(states: Sequence[State]) -> list[Any]:
 MISSING = object()  # `caller`: a state could not be read; nothing was called
 
 
-def caller(refs: Sequence[Any]) -> Callable[[Callable[..., Sequence[Any]], tuple[Any, ...]], Any]:
-    """``call(fn, args)``: ``fn(*values, *args)`` over these weakly referenced states, committing its new values.
+Call = Callable[..., Any]  # ``call(args, fn=...)``, made by `caller`
+
+
+def caller(refs: Sequence[Any], default: Callable[..., Sequence[Any]]) -> Call:
+    """``call(args, fn=default)``: ``fn(*values, *args)`` over these weakly referenced states, committing its
+    new values.
 
     The whole warm path of a dispatcher (`statemap.transform._dispatch.Dispatched`) in one call, made once per
     known list (specialised for one state, the common case). `fn` returns ``(result, *new)``, one entry per
@@ -676,7 +680,7 @@ def caller(refs: Sequence[Any]) -> Callable[[Callable[..., Sequence[Any]], tuple
     if len(refs) == 1:
         (ref,) = refs
 
-        def call_one(fn: Callable[..., Sequence[Any]], args: tuple[Any, ...]) -> Any:
+        def call_one(args: tuple[Any, ...], fn: Callable[..., Sequence[Any]] = default) -> Any:
             s = ref()
             if s is None or s._dead is not None:
                 return MISSING
@@ -689,7 +693,7 @@ def caller(refs: Sequence[Any]) -> Callable[[Callable[..., Sequence[Any]], tuple
 
         return call_one
 
-    def call(fn: Callable[..., Sequence[Any]], args: tuple[Any, ...]) -> Any:
+    def call(args: tuple[Any, ...], fn: Callable[..., Sequence[Any]] = default) -> Any:
         try:
             states, values = _read_refs(refs)
         except (AttributeError, TraceContextError):

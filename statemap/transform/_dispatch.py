@@ -145,7 +145,7 @@ class _Known:
         # parsing ~0.15 us), ``jitted_kw(kwargs, *values, *args)`` for the others.
         self.jitted, self.jitted_kw = jitted
         self.generation = generation  # the generation of states every compiled signature was checked against
-        self.call = caller(refs)  # read the values, call, commit (`Dispatched.__call__`)
+        self.call = caller(refs, self.jitted)  # read the values, call, commit (`Dispatched.__call__`)
 
     def stamped(self, generation: int) -> _Known:
         return _Known(self.refs, self.token, (self.jitted, self.jitted_kw), generation)
@@ -241,7 +241,7 @@ class Dispatcher:
                 continue
             fn = functools.partial(known.jitted_kw, kwargs) if kwargs else known.jitted
             try:
-                out = known.call(fn, args)
+                out = known.call(args, fn)
             except Exception as e:
                 out = self._handle(e, args, kwargs)
                 if out is _AGAIN:
@@ -408,7 +408,7 @@ class Dispatched:
         if known is None or known.generation != _GENERATION[0] or kwargs or CONTEXT.stack:
             return d(args, kwargs)
         try:
-            out = known.call(known.jitted, args)
+            out = known.call(args)
         except Exception as e:
             return d.after(e, args, kwargs)
         if out is MISSING:  # a known state died or holds a dead tracer: the dispatcher sorts it out
