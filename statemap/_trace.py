@@ -35,6 +35,10 @@ class _Context(threading.local):
 
 
 CONTEXT = _Context()
+# Statemap traces active in all threads together: 0 means no thread traces, so a hot path can skip reading the
+# thread-local stack. Changed under the lock (a frame counts before it is on its stack and until it is off it).
+ACTIVE = [0]
+_ACTIVE_LOCK = threading.Lock()
 _SERIALS = itertools.count(1)  # unique id per StateTrace; a state remembers those active at its creation
 
 
@@ -107,6 +111,8 @@ class StateTrace:
         write_back(self.states, updates, self.name or "StateTrace")
 
     def __enter__(self) -> StateTrace:
+        with _ACTIVE_LOCK:
+            ACTIVE[0] += 1
         CONTEXT.stack.append(self)
         return self
 
@@ -117,6 +123,8 @@ class StateTrace:
                 "statemap: trace contexts exited out of order; this is a bug in statemap, please report it"
             )
         stack.pop()
+        with _ACTIVE_LOCK:
+            ACTIVE[0] -= 1
 
 
 class NewStateCatcher:

@@ -236,3 +236,18 @@ def test_concurrent_jit_in_two_threads():
         th.join(120)
     assert not errors, errors
     assert results == {"a": [n_iter] * 3, "b": [n_iter] * 3}
+
+
+def test_active_counts_the_traces_of_every_thread():
+    assert _trace.ACTIVE[0] == 0
+    seen = []
+
+    @sm.transform.jit
+    def f(x):
+        seen.append(_trace.ACTIVE[0])
+        return x + 1
+
+    f(jnp.ones(2))
+    with pytest.raises(ZeroDivisionError):  # a trace that raises is counted out too
+        sm.transform.jit(lambda x: 1 / 0)(jnp.ones(2))
+    assert seen and min(seen) >= 1 and _trace.ACTIVE[0] == 0

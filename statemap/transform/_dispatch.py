@@ -41,7 +41,7 @@ from .._state import (
     read_values,
     write_back,
 )
-from .._trace import CONTEXT
+from .._trace import ACTIVE, CONTEXT
 from ._arguments import ArgSpec, CallSignature, value_signature
 
 __all__ = ["Program", "Dispatcher", "Dispatched", "StaleProgram", "NewStates", "check_signatures"]
@@ -405,7 +405,7 @@ class Dispatched:
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         d = self._dispatcher
         known = d.ready
-        if known is None or known.generation != _GENERATION[0] or kwargs or CONTEXT.stack:
+        if known is None or known.generation != _GENERATION[0] or kwargs or (ACTIVE[0] and CONTEXT.stack):
             return d(args, kwargs)
         try:
             out = known.call(args)
