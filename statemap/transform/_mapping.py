@@ -259,13 +259,6 @@ class StatefulMapping(Dispatched):
         )
         functools.update_wrapper(self, fun, updated=())
 
-    def __getattr__(self, attr: str) -> Any:
-        field = _CONFIG_ATTRIBUTES.get(attr)
-        config = self.__dict__.get("config")
-        if field is None or config is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
-        return getattr(config, field)
-
     def _route(self, run: Callable[[tuple[Any, ...], dict[str, Any]], Any], args: Any, kwargs: dict[str, Any]) -> Any:
         """The dispatcher's `around` hook when some argument is mapped with None (see `_target`)."""
         target, args = self._target(args, kwargs)
@@ -382,3 +375,13 @@ class StatefulMapping(Dispatched):
     def _bound_to(self, obj: Any) -> StatefulMapping:
         """This mapping applied to ``functools.partial(fun, obj)`` (decorated methods: `self` is not mapped)."""
         return StatefulMapping.from_config(weak_partial(self.origin_fun, obj), self.config.bind_first())
+
+
+def _config_property(field: str) -> property:
+    return property(lambda self: getattr(self.config, field), doc=f"The config's `{field}` (read-only).")
+
+
+# The options as attributes (``mapping.in_axes``), read from the frozen config. Properties, not a `__getattr__`:
+# a class with `__getattr__` makes every attribute lookup slower, the fast path's included.
+for _name, _field in _CONFIG_ATTRIBUTES.items():
+    setattr(StatefulMapping, _name, _config_property(_field))
