@@ -8,9 +8,6 @@ Most tests run for both formats: an orbax checkpoint directory (`ckpt`, the defa
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -20,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _device_checks import device_tests
+from _launch import launch
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -459,36 +457,8 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 def _launch(nproc: int, folder: Path) -> list[dict]:
-    """Run the worker as `nproc` processes of one `jax.distributed` job; each in its own process group."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["PYTHONPATH"] = _ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(_WORKER), str(port), str(pid), str(nproc), str(folder)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=_ROOT,
-            start_new_session=True,  # its own process group: killed as a whole on timeout
-        )
-        for pid in range(nproc)
-    ]
-    results = []
-    try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=120)
-            assert p.returncode == 0, stderr[-3000:]
-            results.append(json.loads(next(x for x in stdout.splitlines() if x.startswith("RESULT "))[7:]))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-            p.communicate()
-    return results
+    """Run the worker as `nproc` processes of one `jax.distributed` job (tests/_launch.py)."""
+    return launch(_WORKER, nproc, str(folder))
 
 
 @needs_orbax

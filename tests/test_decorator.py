@@ -2,7 +2,7 @@
 
 import inspect
 
-import pytest
+from _mypy import mypy_lines
 
 import statemap as sm
 from statemap.transform._decorator import makes
@@ -20,45 +20,36 @@ def test_makes_returns_the_front_end_itself():
 
 
 def test_mypy_strict_sees_what_each_form_returns(tmp_path):
-    import pathlib
-    import textwrap
+    lines, status, output = mypy_lines(
+        tmp_path,
+        """
+        import jax
+        import jax.numpy as jnp
+        import statemap as sm
 
-    api = pytest.importorskip("mypy.api")
-    source = tmp_path / "uses_transforms.py"
-    source.write_text(
-        textwrap.dedent(
-            """
-            import jax
-            import jax.numpy as jnp
-            import statemap as sm
-
-            w = sm.ParamState(jnp.zeros(3))
-            reveal_type(sm.transform.grad(lambda x: jnp.sum(w.value * x)))
-            reveal_type(sm.transform.jacrev(lambda x: x, w, None, True))  # brainstate's positional order
-            @sm.transform.grad(grad_states=w, return_value=True)
-            def loss(x: jax.Array) -> jax.Array:
-                return jnp.sum(w.value * x)
-            reveal_type(loss)
-            reveal_type(sm.transform.vmap2(lambda x: x * 2, in_axes=0, state_in_axes={0: w}))
-            @sm.transform.vmap2(in_axes=None, axis_size=3)
-            def lanes(x: jax.Array) -> jax.Array:
-                return x
-            reveal_type(lanes)
-            reveal_type(sm.transform.pmap2(lambda x: x, "d"))
-            reveal_type(sm.transform.jit(lambda x: x * 2))
-            @sm.transform.jit(static_argnums=0, name="scaled")
-            def scaled(n: int, x: jax.Array) -> jax.Array:
-                return x * n
-            reveal_type(scaled)
-            sm.transform.vector_grad(lambda x: x, holomorphic=True)
-            sm.transform.vmap2(lambda x: x, axis_size="3")
-            sm.transform.for_loop(lambda x: x, jnp.zeros(3), reverse="no")
-            """
-        )
+        w = sm.ParamState(jnp.zeros(3))
+        reveal_type(sm.transform.grad(lambda x: jnp.sum(w.value * x)))
+        reveal_type(sm.transform.jacrev(lambda x: x, w, None, True))  # brainstate's positional order
+        @sm.transform.grad(grad_states=w, return_value=True)
+        def loss(x: jax.Array) -> jax.Array:
+            return jnp.sum(w.value * x)
+        reveal_type(loss)
+        reveal_type(sm.transform.vmap2(lambda x: x * 2, in_axes=0, state_in_axes={0: w}))
+        @sm.transform.vmap2(in_axes=None, axis_size=3)
+        def lanes(x: jax.Array) -> jax.Array:
+            return x
+        reveal_type(lanes)
+        reveal_type(sm.transform.pmap2(lambda x: x, "d"))
+        reveal_type(sm.transform.jit(lambda x: x * 2))
+        @sm.transform.jit(static_argnums=0, name="scaled")
+        def scaled(n: int, x: jax.Array) -> jax.Array:
+            return x * n
+        reveal_type(scaled)
+        sm.transform.vector_grad(lambda x: x, holomorphic=True)
+        sm.transform.vmap2(lambda x: x, axis_size="3")
+        sm.transform.for_loop(lambda x: x, jnp.zeros(3), reverse="no")
+        """,
     )
-    root = pathlib.Path(__file__).resolve().parents[1]
-    out, err, status = api.run(["--strict", "--cache-dir", str(root / ".mypy_cache"), str(source)])
-    lines = [line.split(": ", 1)[1] for line in out.splitlines() if ": error: " in line or "Revealed type" in line]
     grad, mapping = "statemap.transform._grad.GradientTransform", "statemap.transform._mapping.StatefulMapping"
     assert lines == [
         f'note: Revealed type is "{grad}"',
@@ -76,7 +67,7 @@ def test_mypy_strict_sees_what_each_form_returns(tmp_path):
         'error: No overload variant of "__call__" of "Maker" matches argument types "Callable[[Any], Any]", '
         '"str"  [call-overload]',
         'error: Argument "reverse" to "for_loop" has incompatible type "str"; expected "bool"  [arg-type]',
-    ], out + err
+    ], output
     assert status == 1
 
 

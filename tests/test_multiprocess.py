@@ -1,63 +1,24 @@
 """pmap2, shard_map and sharded jit across two real processes on loopback (`jax.distributed`), against one
 process with 8 devices.
 
-The launcher starts each worker (tests/_multiprocess_worker.py) in its own process group and kills only that
-group on timeout, so a hung collective cannot hang the suite.
+The launcher (tests/_launch.py) starts each worker (tests/_multiprocess_worker.py) in its own process group and
+kills only that group on timeout, so a hung collective cannot hang the suite.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _launch import launch
 
 _WORKER = Path(__file__).with_name("_multiprocess_worker.py")
-_ROOT = str(Path(__file__).resolve().parent.parent)
 _TIMEOUT_S = 120
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _launch(nproc: int) -> list[dict]:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["PYTHONPATH"] = _ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(_WORKER), str(port), str(pid), str(nproc)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=_ROOT,
-            start_new_session=True,  # its own process group: killed as a whole on timeout
-        )
-        for pid in range(nproc)
-    ]
-    results = []
-    try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=_TIMEOUT_S)
-            assert p.returncode == 0, stderr[-3000:]
-            line = next(x for x in stdout.splitlines() if x.startswith("RESULT "))
-            results.append(json.loads(line[len("RESULT ") :]))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-            p.communicate()  # reap it and close its pipes
-    return results
+    return launch(_WORKER, nproc, timeout_s=_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")

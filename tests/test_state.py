@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _mypy import mypy_lines
 
 import statemap as sm
 from statemap import _state
@@ -590,38 +591,29 @@ def test_state_is_generic_in_its_value_type():
 
 
 def test_mypy_strict_sees_the_value_type(tmp_path):
-    import pathlib
-    import textwrap
+    lines, status, output = mypy_lines(
+        tmp_path,
+        """
+        import jax
+        import jax.numpy as jnp
+        import statemap as sm
 
-    api = pytest.importorskip("mypy.api")
-    source = tmp_path / "uses_state.py"
-    source.write_text(
-        textwrap.dedent(
-            """
-            import jax
-            import jax.numpy as jnp
-            import statemap as sm
-
-            w = sm.ParamState(jnp.zeros(3))
-            reveal_type(w.value)
-            h: sm.State[jax.Array] = sm.HiddenState(jnp.zeros(2))
-            reveal_type(sm.State({"a": 1.0}).value)
-            reveal_type(sm.random.RandomState(0).value)
-            def untyped(s: sm.State) -> None:  # a bare State is State[Any]
-                s.value = "anything"
-            bad: sm.State[int] = sm.State("x")
-            """
-        )
+        w = sm.ParamState(jnp.zeros(3))
+        reveal_type(w.value)
+        h: sm.State[jax.Array] = sm.HiddenState(jnp.zeros(2))
+        reveal_type(sm.State({"a": 1.0}).value)
+        reveal_type(sm.random.RandomState(0).value)
+        def untyped(s: sm.State) -> None:  # a bare State is State[Any]
+            s.value = "anything"
+        bad: sm.State[int] = sm.State("x")
+        """,
     )
-    root = pathlib.Path(__file__).resolve().parents[1]
-    out, err, status = api.run(["--strict", "--cache-dir", str(root / ".mypy_cache"), str(source)])
-    lines = [line.split(": ", 1)[1] for line in out.splitlines() if ": note: " in line or ": error: " in line]
     assert lines == [
         'note: Revealed type is "jax._src.basearray.Array"',
         'note: Revealed type is "dict[str, float]"',
         'note: Revealed type is "jax._src.basearray.Array"',
         'error: Argument 1 to "State" has incompatible type "str"; expected "int"  [arg-type]',
-    ], out + err
+    ], output
     assert status == 1
 
 
