@@ -10,6 +10,8 @@ Every message follows one shape so users can act on it::
 
 from __future__ import annotations
 
+import sys
+import warnings
 from typing import Any
 
 __all__ = [
@@ -274,3 +276,20 @@ _DTYPE_SHORT = {
     "bool": "bool",
     "complex64": "c64",
 }
+
+
+def is_library_module(module: str) -> bool:
+    """Modules that are not where a user calls from: statemap's private ones, JAX, functools and contextlib."""
+    if module.startswith(("jax.", "jaxlib.")) or module in ("functools", "contextlib"):
+        return True
+    return module.startswith("statemap.") and "._" in module
+
+
+def warn_user(text: str) -> None:
+    """A `UserWarning` reported at the user's line: the first frame outside the library (`is_library_module`)."""
+    frame = sys._getframe(1)
+    level = 2  # the caller of `warn_user`
+    while frame.f_back is not None and is_library_module(frame.f_globals.get("__name__", "")):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(text, UserWarning, stacklevel=level)

@@ -16,7 +16,14 @@ import jax
 import numpy as np
 
 from . import _trace
-from ._errors import StateArgumentError, StateStructureError, TraceContextError, describe_state, message
+from ._errors import (
+    StateArgumentError,
+    StateStructureError,
+    TraceContextError,
+    describe_state,
+    is_library_module,
+    message,
+)
 from ._errors import tree_aval as _tree_aval
 
 if TYPE_CHECKING:  # a default keeps a bare `State` meaning `State[Any]` (PEP 696); Python 3.11's TypeVar has none
@@ -58,13 +65,6 @@ def new_generation() -> None:
     _GENERATION[0] += 1
 
 
-def _is_library_frame(module: str) -> bool:
-    """Frames of statemap's private modules, JAX, functools and contextlib: not where a user makes a state."""
-    if module.startswith(("jax.", "jaxlib.")) or module in ("functools", "contextlib"):
-        return True
-    return module.startswith("statemap.") and "._" in module
-
-
 def _creation_site() -> tuple[str, int]:
     """(filename, line) of the first frame outside the library: where the user created the state.
 
@@ -76,7 +76,7 @@ def _creation_site() -> tuple[str, int]:
     last_library: Any = None
     while frame is not None and (
         not frame.f_code.co_filename.startswith(("<doctest", "<string>", "<stdin>"))
-        and _is_library_frame(frame.f_globals.get("__name__", ""))
+        and is_library_module(frame.f_globals.get("__name__", ""))
     ):
         if frame.f_globals.get("__name__", "").startswith("statemap."):
             last_library = frame

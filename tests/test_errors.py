@@ -100,3 +100,29 @@ def test_errors_carry_fix_lines():
     text = str(info.value)
     for part in ("State.value: state 's'", "\n  expected: ", "\n  found:    ", "\n  fix:      "):
         assert part in text
+
+
+def test_policy_warnings_point_at_the_users_line():
+    import inspect
+    import warnings
+
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    s = sm.ShortTermState(jnp.zeros(()), name="s")
+
+    def f(x):
+        s.value = s.value + x.sum()
+        return x
+
+    mesh = Mesh(np.array(jax.devices()[:1]), ("d",))
+    for make in (
+        lambda: sm.transform.vmap2(f, unexpected_out_state_mapping="warn"),
+        lambda: sm.transform.shard_map(f, mesh, P("d"), P("d"), unexpected_out_state_mapping="warn"),
+    ):
+        mapped = make()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            line = inspect.currentframe().f_lineno + 1
+            mapped(jnp.ones(3))
+        assert [(w.filename, w.lineno) for w in caught] == [(__file__, line)], [str(w.message) for w in caught]

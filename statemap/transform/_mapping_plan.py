@@ -29,7 +29,6 @@ Passes, once per call signature (`build` chains them):
 from __future__ import annotations
 
 import dataclasses
-import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,7 +37,7 @@ import jax
 from jax.extend import core as jex_core
 
 from .. import _compat
-from .._errors import BatchAxisError, describe_state, message, short_aval, tree_aval
+from .._errors import BatchAxisError, describe_state, message, short_aval, tree_aval, warn_user
 from .._state import State, generation, peek
 from ..random._rng import RandomState, lane_keys
 from ._arguments import CallSignature, abstract, resolve_argnums, shape_struct
@@ -498,7 +497,7 @@ def _warn_once(state: State, who: str, text: str) -> None:
     seen = _WARNED.setdefault(state, set())
     if who not in seen:
         seen.add(who)
-        warnings.warn(text, UserWarning, stacklevel=7)
+        warn_user(text)
 
 
 def build(fun: Callable[..., Any], config: MappingConfig, sig: CallSignature) -> Built:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import warnings
 import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -36,7 +35,7 @@ import jax
 from jax.sharding import PartitionSpec as P
 
 from .. import _compat
-from .._errors import BatchAxisError, MappingRuntimeError, describe_state, message, tree_aval
+from .._errors import BatchAxisError, MappingRuntimeError, describe_state, message, tree_aval, warn_user
 from .._state import State, generation, peek
 from .._trace import StateTrace
 from ..random._rng import RandomState, lane_keys
@@ -269,7 +268,7 @@ class StatefulShardMap:
         self._rows.add(state)
         if warning is not None and state not in self._warned:
             self._warned.add(state)
-            warnings.warn(warning, UserWarning, stacklevel=2)
+            warn_user(warning)
 
 
 class _Found:
