@@ -706,6 +706,44 @@ def caller(refs: Sequence[Any], default: Callable[..., Sequence[Any]]) -> Call:
     return call
 
 
+def dispatched_call(self: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """``__call__`` of `statemap.transform._dispatch.Dispatched`: a transform's warm eager call, in one frame.
+
+    It is the dispatcher's fast path (see that class), and it lives here because it reads and commits state
+    values itself, which only this module does. ``self._dispatcher`` provides ``ready`` (the known list while
+    the fast path is on: ``generation``, ``jitted``, ``single`` — the weak reference when the list holds one
+    state — and ``call``, the `caller` closure for other lists), ``calls`` (a counter), ``after(error, args,
+    kwargs)`` (finish a call whose try raised) and, called with ``(args, kwargs)``, the general path.
+    """
+    d = self._dispatcher
+    known = d.ready
+    if known is None or known.generation != _GENERATION[0] or kwargs or (_trace.ACTIVE[0] and _CONTEXT.stack):
+        return d(args, kwargs)
+    ref = known.single
+    if ref is None:  # none or several states: the list's `caller` closure
+        try:
+            out = known.call(args)
+        except Exception as e:
+            return d.after(e, args, kwargs)
+        if out is MISSING:  # a known state died or holds a dead tracer: the dispatcher sorts it out
+            return d(args, kwargs)
+        d.calls += 1
+        return out
+    s = ref()
+    if s is None or s._dead is not None:
+        return d(args, kwargs)
+    try:
+        out = known.jitted(s._value, *args)
+    except Exception as e:
+        return d.after(e, args, kwargs)
+    v = out[1]
+    if v is not None:  # one state: a single assignment is already atomic for other threads
+        s._value = v
+        s._dead = None
+    d.calls += 1
+    return out[0]
+
+
 def _read_refs(refs: Sequence[Any]) -> tuple[list[State], list[Any]]:
     """(states, committed values) of weakly referenced states, outside every trace (a dispatcher's fast path).
 

@@ -37,11 +37,12 @@ from .._state import (
     MISSING,
     State,
     caller,
+    dispatched_call,
     generation,
     read_values,
     write_back,
 )
-from .._trace import ACTIVE, CONTEXT
+from .._trace import CONTEXT
 from ._arguments import ArgSpec, CallSignature, value_signature
 
 __all__ = ["Program", "Dispatcher", "Dispatched", "StaleProgram", "NewStates", "check_signatures"]
@@ -129,7 +130,7 @@ class _Known:
     the same programs keeps the list, the token and the compiled code (`stamped`).
     """
 
-    __slots__ = ("refs", "index", "token", "jitted", "jitted_kw", "generation", "call")
+    __slots__ = ("refs", "index", "token", "jitted", "jitted_kw", "generation", "call", "single")
 
     def __init__(
         self,
@@ -146,6 +147,7 @@ class _Known:
         self.jitted, self.jitted_kw = jitted
         self.generation = generation  # the generation of states every compiled signature was checked against
         self.call = caller(refs, self.jitted)  # read the values, call, commit (`Dispatched.__call__`)
+        self.single = refs[0] if len(refs) == 1 else None  # `Dispatched.__call__` inlines the one-state case
 
     def stamped(self, generation: int) -> _Known:
         return _Known(self.refs, self.token, (self.jitted, self.jitted_kw), generation)
@@ -393,28 +395,16 @@ def _resolves_to(resolve: Resolve, sig: CallSignature, program: Program) -> bool
 class Dispatched:
     """Base of the transforms whose calls a `Dispatcher` runs: calling one tries the fast path inline.
 
-    A warm eager call is the hot path of every transform, so its first try lives here, in the transform's own
-    ``__call__`` (one Python frame): read the known states' values, call the fast path's `jax.jit`, write back
-    (`statemap._state.caller`, which owns the values).
-    Anything else (a new generation of states, a trace on the stack, a dead state, a new signature's trace
-    raising, an `around` hook) goes to the dispatcher, which finishes the call.
+    A warm eager call is the hot path of every transform, so its first try runs in the transform's own
+    ``__call__``, one Python frame: the generation and trace checks, then read the known states' values, call
+    the fast path's `jax.jit`, write back. That code is `statemap._state.dispatched_call` (it reads and commits
+    state values, which only `_state.py` does). Anything else (a new generation of states, a trace on the
+    stack, keyword arguments, a dead state, a new signature's trace raising, an `around` hook) goes to the
+    dispatcher, which finishes the call.
     """
 
     _dispatcher: Dispatcher
-
-    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
-        d = self._dispatcher
-        known = d.ready
-        if known is None or known.generation != _GENERATION[0] or kwargs or (ACTIVE[0] and CONTEXT.stack):
-            return d(args, kwargs)
-        try:
-            out = known.call(args)
-        except Exception as e:
-            return d.after(e, args, kwargs)
-        if out is MISSING:  # a known state died or holds a dead tracer: the dispatcher sorts it out
-            return d(args, kwargs)
-        d.calls += 1
-        return out
+    __call__ = dispatched_call
 
 
 def run_program(program: Program, states: list[State], leaves: list[Any]) -> Any:
