@@ -6,6 +6,7 @@ transform object that was called before the model's states were re-created must 
 
 import gc
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -251,3 +252,72 @@ def test_every_compiled_state_shape_is_checked_after_a_new_generation(kind):
     s.value = jnp.zeros(2)
     np.testing.assert_allclose(g(x), 101.0 * jnp.ones_like(x))
     assert keep.name == "w1"
+
+
+def _compile_counter():
+    events = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            events.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    return events
+
+
+def test_an_unrelated_new_state_keeps_every_transforms_compiled_code():
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    s = sm.State(jnp.zeros(2), name="s")
+
+    def body(x):
+        s.value = s.value + x
+        return x * 2
+
+    mesh = Mesh(np.array(jax.devices()), ("d",))
+    transforms = {
+        "jit": sm.transform.jit(body),
+        "vmap2": sm.transform.vmap2(lambda x: body(x), state_in_axes={0: s}, state_out_axes={0: s}),
+        "vmap2 in_axes None": sm.transform.vmap2(
+            lambda x, c: body(x * c), in_axes=(0, None), state_in_axes={0: s}, state_out_axes={0: s}
+        ),
+        "shard_map": sm.transform.shard_map(
+            body, mesh, P("d"), P("d"), state_in_specs={P("d"): s}, state_out_specs={P("d"): s}
+        ),
+    }
+    x, z = jnp.ones(2), jnp.zeros(1)
+    compiles = _compile_counter()
+    for name, f in transforms.items():
+        call = (lambda f=f: f(x, 2.0)) if "None" in name else (lambda f=f: f(x))
+        for _ in range(3):
+            call()
+        before = len(compiles)
+        for _ in range(3):
+            sm.State(z)  # a new generation of states, none of them touched by the function
+            call()
+        assert len(compiles) == before, name
+
+
+def test_in_shardings_survive_a_recreated_state():
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    mesh = Mesh(np.array(jax.devices()), ("d",))
+    rows, replicated = NamedSharding(mesh, P("d")), NamedSharding(mesh, P())
+
+    class M(sm.nn.Module):
+        def __init__(self):
+            self.h = sm.State(jnp.zeros(()))
+
+    m = M()
+
+    def step(x):
+        m.h.value = m.h.value + 1.0
+        return x * 2.0
+
+    f = sm.transform.jit(step, in_shardings=(rows,))
+    x = jax.device_put(jnp.ones((4, 2)), replicated)
+    assert f(x).sharding.spec == P("d") and f(x).sharding.spec == P("d")
+    m.h = sm.State(jnp.zeros(()))  # re-created (init_state): the function now touches another state
+    assert f(x).sharding.spec == P("d") and float(m.h.value) == 1.0

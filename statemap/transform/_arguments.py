@@ -326,14 +326,20 @@ class CallSignature:
         return cls(args, kwargs, pos, names, dyn_args, dyn_kwargs, leaves, treedef, (treedef, sig, statics))
 
     def abstract(self) -> CallSignature:
-        """The same signature holding abstract leaves and only the static arguments (no arrays kept alive).
+        """The same signature with abstract leaves (`jax.ShapeDtypeStruct`s) in place of the arrays: the same
+        structure and static arguments, no array kept alive.
 
-        Its key is this signature's key, so a cache can trace it again later (`Dispatcher` revalidation).
+        Its key is this signature's key, so a cache can trace it again later (`Dispatcher` revalidation), and a
+        transform that reads the dynamic arguments' structure (in_axes, in_shardings) sees it whole.
         """
-        args = tuple(a if i in self.static_pos else None for i, a in enumerate(self.args))
-        kwargs = {k: v for k, v in self.kwargs.items() if k in self.static_names}
         leaves: list[Any] = [abstract(x) for x in self.leaves]
-        return dataclasses.replace(self, args=args, kwargs=kwargs, dyn_args=(), dyn_kwargs={}, leaves=leaves)
+        dyn_args, dyn_kwargs = jax.tree_util.tree_unflatten(self.treedef, leaves)
+        rest = iter(dyn_args)
+        args = tuple(a if i in self.static_pos else next(rest) for i, a in enumerate(self.args))
+        kwargs = {k: v if k in self.static_names else dyn_kwargs[k] for k, v in self.kwargs.items()}
+        return dataclasses.replace(
+            self, args=args, kwargs=kwargs, dyn_args=tuple(dyn_args), dyn_kwargs=dyn_kwargs, leaves=leaves
+        )
 
     def leaf_names(self) -> list[str]:
         """``args[0]['w']``-style names of the dynamic leaves, in flattening order (for messages)."""

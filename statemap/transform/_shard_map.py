@@ -217,7 +217,7 @@ class StatefulShardMap:
             raise TypeError(f"shard_map: expected a callable, got {type(f).__name__}")
         self.origin_fun = f
         self.config = config
-        self._plans: dict[Hashable, tuple[Program, int]] = {}
+        self._plans: dict[Hashable, tuple[Program, int, tuple[Any, ...]]] = {}
         self._warned: weakref.WeakSet[State] = weakref.WeakSet()  # states a policy warned about (once each)
         self._rows: weakref.WeakSet[State] = weakref.WeakSet()  # states a policy brought back as rows
         self._dispatcher = Dispatcher(self._resolve, ArgSpec("shard_map"), fast=True)
@@ -228,14 +228,17 @@ class StatefulShardMap:
 
     def _resolve(self, sig: CallSignature, fresh: bool) -> tuple[Program, list[State]]:
         cached = None if fresh else self._plans.get(sig.key)
-        if cached is not None and cached[1] == generation():
-            states = cached[0].states()
-            if states is not None:
-                return cached[0], states
+        states = None if cached is None else cached[0].states()
+        if cached is not None and states is not None and cached[1] == generation():
+            return cached[0], states
+        gen = generation()
         found = _plan(self, sig)
+        if cached is not None and states is not None and _same(states, cached[2], found):
+            self._plans[sig.key] = (cached[0], gen, cached[2])  # a new generation, the same plan: keep the code
+            return cached[0], states
         program = _program(self, sig, found)
         if program.cacheable:
-            self._plans[sig.key] = (program, generation())
+            self._plans[sig.key] = (program, gen, _summary(found))
         return program, found.states
 
     def explain(self, *args: Any) -> MappingPlan:
@@ -281,6 +284,20 @@ class _Found:
         self.read: list[bool] = []
         self.varies: list[bool] = []
         self.shapes: list[Any] = []  # per state, the shapes of its leaves at the end of the run
+
+
+def _summary(found: _Found) -> tuple[Any, ...]:
+    """What a plan depends on besides the State objects themselves (their roles, writes and shapes)."""
+    return (tuple(found.roles), tuple(found.written), tuple(found.read), tuple(found.varies), tuple(found.shapes))
+
+
+def _same(states: list[State], summary: tuple[Any, ...], found: _Found) -> bool:
+    """Whether a new discovery `found` gives the plan of these `states` and `summary` again."""
+    return (
+        len(states) == len(found.states)
+        and all(a is b for a, b in zip(states, found.states, strict=True))
+        and summary == _summary(found)
+    )
 
 
 def _role(config: ShardMapConfig, state: State, promoted: frozenset[int]) -> Any:
