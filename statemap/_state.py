@@ -636,6 +636,9 @@ def _check_traceable_write(state: State, value: Any, frames: Sequence[_trace.Sta
 # property) that knows where a value lives (a trace frame's view, or the committed value) and how a write-back
 # is made atomic for other threads.
 _WRITE_LOCK = threading.Lock()
+# Write-backs of several states so far, counted twice each (odd while one runs, under `_WRITE_LOCK`): a reader of
+# several states that sees it change reads again under the lock, so it never sees half of a write-back.
+_WRITES = [0]
 
 
 def _dead(state: State) -> Any:
@@ -658,22 +661,31 @@ def read_values(states: Sequence[State]) -> list[Any]:
     """Current values of `states`, recording the reads in the enclosing traces (if any)."""
     if _CONTEXT.stack:
         return [s.value for s in states]
-    return [s._value if s._dead is None else _dead(s) for s in states]
+    seen = _WRITES[0]
+    values = [s._value if s._dead is None else _dead(s) for s in states]
+    if len(states) > 1 and (seen & 1 or _WRITES[0] != seen):  # a write-back ran meanwhile: read it whole
+        with _WRITE_LOCK:
+            values = [s._value if s._dead is None else _dead(s) for s in states]
+    return values
 
 
 MISSING = object()  # `caller`: a state could not be read; nothing was called
+# The type of a concrete `jax.Array`. A new value of another type (a pytree, a tracer of a plain JAX transform
+# around the call) is committed through `write_back`'s tracer check instead of the one-assignment fast commit.
+_CONCRETE = type(jax.numpy.zeros(()))
 
 
 Call = Callable[..., Any]  # ``call(args, fn=...)``, made by `caller`
 
 
-def caller(refs: Sequence[Any], default: Callable[..., Sequence[Any]]) -> Call:
+def caller(refs: Sequence[Any], default: Callable[..., Sequence[Any]], who: str) -> Call:
     """``call(args, fn=default)``: ``fn(*values, *args)`` over these weakly referenced states, committing its
     new values.
 
     The whole warm path of a dispatcher (`statemap.transform._dispatch.Dispatched`) in one call, made once per
     known list (specialised for one state, the common case). `fn` returns ``(result, *new)``, one entry per
-    state (None where it writes nothing); ``call`` returns ``result``. Outside every trace only. It returns
+    state (None where it writes nothing); ``call`` returns ``result``. Outside every trace only (a new value
+    holding a tracer of a plain JAX transform around the call raises, naming the state, `who` the transform). It returns
     `MISSING` without calling `fn` when a state died or holds a dead tracer; an exception of `fn` propagates
     with nothing written.
     """
@@ -686,9 +698,11 @@ def caller(refs: Sequence[Any], default: Callable[..., Sequence[Any]]) -> Call:
                 return MISSING
             out = fn(s._value, *args)
             v = out[1]
-            if v is not None:  # one state: a single assignment is already atomic for other threads
+            if type(v) is _CONCRETE:  # one state: a single assignment is already atomic for other threads
                 s._value = v
                 s._dead = None
+            elif v is not None:
+                write_back([s], {0: v}, who)  # refuses a tracer, naming the state
             return out[0]
 
         return call_one
@@ -699,8 +713,11 @@ def caller(refs: Sequence[Any], default: Callable[..., Sequence[Any]]) -> Call:
         except (AttributeError, TraceContextError):
             return MISSING
         out = fn(*values, *args)
-        if states:
-            _commit_flat(states, out)
+        new = {i: v for i, v in enumerate(out[1:]) if v is not None}
+        if all(type(v) is _CONCRETE for v in new.values()):
+            _commit(states, new)
+        else:
+            write_back(states, new, who)  # refuses a tracer, naming the state, before anything is written
         return out[0]
 
     return call
@@ -737,9 +754,11 @@ def dispatched_call(self: Any, /, *args: Any, **kwargs: Any) -> Any:
     except Exception as e:
         return d.after(e, args, kwargs)
     v = out[1]
-    if v is not None:  # one state: a single assignment is already atomic for other threads
+    if type(v) is _CONCRETE:  # one state: a single assignment is already atomic for other threads
         s._value = v
         s._dead = None
+    elif v is not None:
+        write_back([s], {0: v}, d.name)  # refuses a tracer (a plain jax.jit around the call), naming the state
     d.calls += 1
     return out[0]
 
@@ -750,12 +769,12 @@ def _read_refs(refs: Sequence[Any]) -> tuple[list[State], list[Any]]:
     Raises:
       AttributeError: a state died (its reference returns None). TraceContextError: a state holds a dead tracer.
     """
-    states = []
-    values = []
-    for r in refs:  # a plain loop: no comprehension frames on the hot path
-        s = r()
-        values.append(s._value if s._dead is None else _dead(s))
-        states.append(s)
+    seen = _WRITES[0]
+    states = [r() for r in refs]
+    values = [s._value if s._dead is None else _dead(s) for s in states]
+    if seen & 1 or _WRITES[0] != seen:  # a write-back ran meanwhile: read it whole (see `_WRITES`)
+        with _WRITE_LOCK:
+            values = [s._value if s._dead is None else _dead(s) for s in states]
     return states, values
 
 
@@ -768,26 +787,14 @@ def _commit(states: Sequence[State], updates: dict[int, Any]) -> None:
             s._dead = None
         return
     with _WRITE_LOCK:
-        for i, v in updates.items():
-            s = states[i]
-            s._value = v
-            s._dead = None
-
-
-def _commit_flat(states: Sequence[State], result: Sequence[Any]) -> None:
-    """`_commit` of ``result[1 + i]`` into ``states[i]`` where it is not None (a dispatcher's fast path)."""
-    if len(states) == 1:  # one state: a single assignment is already atomic for other threads
-        v = result[1]
-        if v is not None:
-            s = states[0]
-            s._value = v
-            s._dead = None
-        return
-    with _WRITE_LOCK:
-        for s, v in zip(states, result[1:], strict=True):
-            if v is not None:
+        _WRITES[0] += 1
+        try:
+            for i, v in updates.items():
+                s = states[i]
                 s._value = v
                 s._dead = None
+        finally:
+            _WRITES[0] += 1
 
 
 def write_back(states: Sequence[State], updates: dict[int, Any], who: str | None = None) -> None:

@@ -248,3 +248,33 @@ def test_a_stale_known_list_is_never_traced_with_another_lists_positions():
         old.jitted(a.value, jnp.ones(3))
     np.testing.assert_array_equal(f(jnp.ones(3)), 2.0 + 2.0 + 4.0 + 3.0)
     assert float(b.value) == 2.0
+
+
+@pytest.mark.parametrize("outer", ["jit", "grad", "vmap"])
+@pytest.mark.parametrize("kind", ["jit", "vmap2", "jit two states", "jit pytree state"])
+def test_a_plain_jax_transform_around_a_warm_stateful_call_leaves_no_tracer(outer, kind):
+    s = sm.State(jnp.zeros(3), name="s")
+    t = sm.State({"a": jnp.zeros(3)}, name="t")
+
+    def body(x):
+        if "pytree" in kind:
+            t.value = {"a": t.value["a"] + x}
+        else:
+            s.value = s.value + x
+            if "two" in kind:
+                t.value = {"a": t.value["a"] + 1.0}
+        return jnp.sum(x * 2.0)
+
+    if kind == "vmap2":
+        f = sm.transform.vmap2(body, in_axes=None, axis_size=2)
+    else:
+        f = sm.transform.jit(body)
+    f(jnp.ones(3))
+    f(jnp.ones(3))  # warm: the fast path
+    before = (np.asarray(s.value), np.asarray(t.value["a"]))
+    wrap = {"jit": jax.jit, "grad": jax.grad, "vmap": lambda g: jax.vmap(g)}[outer]
+    xs = jnp.ones((2, 3)) if outer == "vmap" else jnp.ones(3)
+    with pytest.raises(sm.TraceContextError, match=r"state '[st]'.*JAX tracer(?s:.*)statemap.transform.jit"):
+        wrap(lambda x: f(x))(xs)
+    np.testing.assert_array_equal(s.value, before[0])
+    np.testing.assert_array_equal(t.value["a"], before[1])

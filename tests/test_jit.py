@@ -624,8 +624,10 @@ def test_name_names_the_compiled_program():
     ref_h, ref_out = pure(jnp.ones(2), w.value, h.value)
     np.testing.assert_allclose(f(jnp.ones(2)), ref_out)
     np.testing.assert_allclose(h.value, ref_h)
-    hlo_meta = jax.jit(f).lower(jnp.ones(2)).as_text(debug_info=True)
-    assert "rnn_step" in hlo_meta  # the fast path names the operations (named_scope)
+    hlo_meta = sm.transform.jit(lambda x: f(x) + 1.0).lower(jnp.ones(2)).as_text(debug_info=True)
+    assert "rnn_step" in hlo_meta  # inlined in another program, its operations keep the name (named_scope)
+    with pytest.raises(sm.TraceContextError, match="state 'h'"):  # a plain jax.jit would leave a tracer in h
+        jax.jit(f).lower(jnp.ones(2))
     with pytest.raises(sm.ArgumentError, match="name is not a str"):
         sm.transform.jit(step, name=3)
 
@@ -798,3 +800,24 @@ def test_in_and_out_shardings_apply_to_arguments_and_result_on_both_paths(static
     np.testing.assert_array_equal(out, x * (2.0 if static else 1.0))
     np.testing.assert_array_equal(s.value, jnp.ones((4, 2)))
     assert "sharding" in f.lower(x, *args).as_text()
+
+
+def test_state_shardings_never_repeat_a_failing_call():
+    rows, P = _mesh_rows()
+    replicated = jax.sharding.NamedSharding(rows.mesh, P())
+    w = sm.ParamState(jnp.ones(2), name="w")
+    traces = []
+
+    def f(x):
+        traces.append(x.shape)
+        if x.shape[0] == 3:
+            raise ValueError("user: bad shape")
+        return (w.value * x).sum()
+
+    jf = sm.transform.jit(f, state_shardings={replicated: w})
+    jf(jnp.ones(2))
+    w.value = np.ones(2, np.float32)  # a NumPy value, stored eagerly: placing moves it after the next call
+    traces.clear()
+    with pytest.raises(ValueError, match="user: bad shape"):
+        jf(jnp.ones(3))
+    assert traces == [(3,)]  # the user's function ran once: only JAX's device mismatch is retried

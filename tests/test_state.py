@@ -624,20 +624,20 @@ def test_caller_reads_calls_and_commits():
     def fn(va, vb, x):
         return va.sum() + x, va + x, None  # writes a, not b
 
-    assert float(_state.caller(refs, fn)((1.0,))) == 1.0
+    assert float(_state.caller(refs, fn, "test")((1.0,))) == 1.0
     np.testing.assert_array_equal(a.value, [1.0, 1.0])
     np.testing.assert_array_equal(b.value, [1.0, 1.0])
-    assert float(_state.caller(refs[:1], lambda v, x: (x, None))((3.0,))) == 3.0
-    assert _state.caller([], lambda x: (x * 2,))((2.0,)) == 4.0
+    assert float(_state.caller(refs[:1], lambda v, x: (x, None), "test")((3.0,))) == 3.0
+    assert _state.caller([], lambda x: (x * 2,), "test")((2.0,)) == 4.0
     del b
     gc.collect()
-    assert _state.caller(refs, fn)((1.0,)) is _state.MISSING  # a dead state: nothing called
-    assert _state.caller([weakref.ref(sm.State(0.0))], fn)((1.0,)) is _state.MISSING
+    assert _state.caller(refs, fn, "test")((1.0,)) is _state.MISSING  # a dead state: nothing called
+    assert _state.caller([weakref.ref(sm.State(0.0))], fn, "test")((1.0,)) is _state.MISSING
     np.testing.assert_array_equal(a.value, [1.0, 1.0])
 
     def boom(va, x):
         raise ValueError("user error")
 
     with pytest.raises(ValueError, match="user error"):
-        _state.caller(refs[:1], boom)((1.0,))
+        _state.caller(refs[:1], boom, "test")((1.0,))
     np.testing.assert_array_equal(a.value, [1.0, 1.0])  # nothing written

@@ -164,3 +164,45 @@ def test_threads_tracing_inside_a_shared_loop_body() -> None:
         np.testing.assert_allclose(total, expected, atol=1e-4)
     assert len(outs) == N_THREADS
     assert _no_tracer(model.w, model.b)
+
+
+def test_a_reader_never_sees_half_of_another_threads_write_back():
+    import time
+
+    class Yielding(sm.State):  # widens the window between two stores of one write-back
+        def __setattr__(self, name, value):
+            object.__setattr__(self, name, value)
+            if name == "_value":
+                time.sleep(0)
+
+    states = [Yielding(jnp.zeros(()), name=f"s{i}") for i in range(6)]
+
+    @sm.transform.jit
+    def writer():
+        for s in states:
+            s.value = s.value + 1.0
+
+    @sm.transform.jit
+    def spread():
+        v = jnp.stack([s.value for s in states])
+        return v.max() - v.min()
+
+    writer(), spread()
+    writer(), spread()  # both warm: the fast path
+    torn = []
+
+    def write():
+        for _ in range(400):
+            writer()
+
+    def read():
+        for _ in range(400):
+            if float(spread()) != 0.0:
+                torn.append(1)
+
+    threads = [threading.Thread(target=write), threading.Thread(target=read)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not torn

@@ -130,7 +130,7 @@ class _Known:
     the same programs keeps the list, the token and the compiled code (`stamped`).
     """
 
-    __slots__ = ("refs", "index", "token", "jitted", "jitted_kw", "generation", "call", "single")
+    __slots__ = ("refs", "index", "token", "jitted", "jitted_kw", "generation", "who", "call", "single")
 
     def __init__(
         self,
@@ -138,6 +138,7 @@ class _Known:
         token: object,
         jitted: tuple[Callable[..., Any], Callable[..., Any]],
         generation: int,
+        who: str,
     ) -> None:
         self.refs = refs
         self.index: dict[int, int] = {id(r()): i for i, r in enumerate(refs)}
@@ -146,11 +147,12 @@ class _Known:
         # parsing ~0.15 us), ``jitted_kw(kwargs, *values, *args)`` for the others.
         self.jitted, self.jitted_kw = jitted
         self.generation = generation  # the generation of states every compiled signature was checked against
-        self.call = caller(refs, self.jitted)  # read the values, call, commit (`Dispatched.__call__`)
+        self.who = who  # the transformed function, in messages
+        self.call = caller(refs, self.jitted, who)  # read the values, call, commit (`Dispatched.__call__`)
         self.single = refs[0] if len(refs) == 1 else None  # `Dispatched.__call__` inlines the one-state case
 
     def stamped(self, generation: int) -> _Known:
-        return _Known(self.refs, self.token, (self.jitted, self.jitted_kw), generation)
+        return _Known(self.refs, self.token, (self.jitted, self.jitted_kw), generation, self.who)
 
 
 Resolve = Callable[[CallSignature, bool], tuple[Program, list[State]]]
@@ -211,7 +213,7 @@ class Dispatcher:
         token = object()
         body, body_kw = functools.partial(self._body, token, {}), functools.partial(self._body, token)
         jitted = jax.jit(body, **self._jit_kwargs), jax.jit(body_kw, **self._jit_kwargs)
-        return _Known(refs, token, jitted, generation() if gen is None else gen)
+        return _Known(refs, token, jitted, generation() if gen is None else gen, self.name)
 
     def _publish(self) -> None:
         self.ready = self._known if self._fast_ready and self._around is None else None
@@ -326,7 +328,7 @@ class Dispatcher:
                 continue
             except _compat.InternalFloatingPointError as e:
                 raise _floating_point_error(e, self.name) from None
-            write_back(states, dict(zip(program.writes, new_values, strict=True)))
+            write_back(states, dict(zip(program.writes, new_values, strict=True)), self.name)
             return out
         raise _bug(self.spec.who)
 
@@ -343,7 +345,7 @@ class Dispatcher:
             new_values, out = program.run(sig.leaves, read_values(states))
         except StaleProgram:  # another thread changed a state's type since the program was resolved
             return self._call_traced(sig)
-        write_back(states, dict(zip(program.writes, new_values, strict=True)))
+        write_back(states, dict(zip(program.writes, new_values, strict=True)), self.name)
         return out
 
     def _revalidate(self, known: _Known) -> None:

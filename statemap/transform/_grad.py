@@ -581,13 +581,23 @@ def _family(front_end: Callable[Concatenate[_Fun | None, _P], Any]) -> Maker[_P,
     return makes(GradientTransform)(front_end)
 
 
+def _call_error(kind: str, reason: str, given: int) -> TypeError:
+    """What Python says of a plain function called so, from `inspect.Signature.bind`'s reason."""
+    if reason == "too many positional arguments":
+        most = len(_SIGNATURES[kind].parameters)
+        reason = f"takes from 0 to {most} positional arguments but {given} were given"
+    elif reason.startswith("multiple values"):
+        reason = "got " + reason
+    return TypeError(f"{kind}() {reason}")
+
+
 def _front_end(kind: str, fun: _Fun | None, args: tuple[Any, ...], options: Mapping[str, object]) -> _Made:
     """The body of each function: bind its arguments as its signature says; the `GradientTransform` of
     `fun`, or with `fun` None the decorator making it (``@grad(...)``)."""
     try:
         bound = _SIGNATURES[kind].bind(fun, *args, **options)
-    except TypeError as e:  # what Python says of a plain function, with its name
-        raise TypeError(f"{kind}() {e}") from None
+    except TypeError as e:
+        raise _call_error(kind, str(e), 1 + len(args)) from None
     bound.apply_defaults()
     settings = dict(bound.arguments)
     del settings["fun"]

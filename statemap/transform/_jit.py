@@ -106,8 +106,8 @@ class JittedFunction(Dispatched):
         """Each call with ``state_shardings``: a selected state JAX cannot constrain is placed first, then retried."""
         try:
             out = run(args, kwargs)
-        except ValueError as e:  # e.g. a state committed to one device, its sharding over a mesh
-            if isinstance(e, StatemapError) or not _place(self._placed):
+        except ValueError as e:  # a state committed to other devices than its sharding's: JAX refuses the call
+            if isinstance(e, StatemapError) or "incompatible devices" not in str(e) or not _place(self._placed):
                 raise
             out = run(args, kwargs)
         _place(self._placed)
