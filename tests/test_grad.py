@@ -765,17 +765,9 @@ def test_bad_options_raise_as_for_a_python_function():
     f = lambda x: x  # noqa: E731
     with pytest.raises(TypeError, match=r"^vector_grad\(\) got an unexpected keyword argument 'holomorphic'$"):
         vector_grad(f, holomorphic=True)
-    with pytest.raises(TypeError, match=r"^grad\(\) multiple values for argument 'argnums'$"):
+    with pytest.raises(TypeError, match=r"^grad\(\) got multiple values for argument 'argnums'$"):
         grad(f, None, 0, argnums=0)
-    with pytest.raises(TypeError, match=r"^jacfwd\(\) too many positional arguments$"):
+    with pytest.raises(TypeError, match=r"^jacfwd\(\) takes from 0 to 6 positional arguments but 7 were given$"):
         jacfwd(f, None, 0, False, False, False, False)
-
-
-def test_bad_calls_of_the_front_ends_read_like_pythons():
-    f = lambda x: x  # noqa: E731
-    with pytest.raises(TypeError, match=r"^grad\(\) got multiple values for argument 'grad_states'$"):
-        sm.transform.grad(f, None, grad_states=None)
     with pytest.raises(TypeError, match=r"^grad\(\) takes from 0 to 8 positional arguments but 9 were given$"):
-        sm.transform.grad(f, None, None, False, False, None, False, False, 1)
-    with pytest.raises(TypeError, match=r"^jacfwd\(\) got an unexpected keyword argument 'allow_int'$"):
-        sm.transform.jacfwd(f, allow_int=True)
+        grad(f, None, None, False, False, None, False, False, 1)
