@@ -203,3 +203,47 @@ def test_create_call_drop_collects_closed_over_constants(name: str) -> None:
     _, consts = _create_call_drop(name)
     alive = [ref() for ref in consts if ref() is not None]
     assert alive == [], f"{name} keeps a dead function's constants alive: {alive}"
+
+
+class _Decorated(sm.nn.Module):
+    def __init__(self) -> None:
+        self.w = sm.ParamState(jnp.ones(3))
+
+    @T.jit
+    def jitted(self, x: Any) -> Any:
+        return (self.w.value * x).sum()
+
+    @T.grad(argnums=0)
+    def gradient(self, x: Any) -> Any:
+        return (self.w.value * x).sum()
+
+    @T.vmap2(in_axes=0)
+    def mapped(self, x: Any) -> Any:
+        return self.w.value * x
+
+
+@pytest.mark.parametrize("method", ["jitted", "gradient", "mapped"])
+def test_a_decorated_method_keeps_no_instance_alive(method: str) -> None:
+    refs = []
+    for _ in range(3):
+        m = _Decorated()
+        getattr(m, method)(jnp.ones(3))
+        getattr(m, method)(jnp.ones(3))
+        refs.append(weakref.ref(m))
+        del m
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
+
+
+@pytest.mark.parametrize("method", ["jitted", "gradient", "mapped"])
+def test_clear_cache_of_a_decorated_method_clears_its_instances(method: str) -> None:
+    m = _Decorated()
+    getattr(m, method)(jnp.ones(3))
+    transform = _Decorated.__dict__[method]
+    transform.clear_cache()
+    bound = getattr(m, method)
+    stateful = getattr(bound, "stateful", None) or getattr(bound, "_stateful", None)
+    if stateful is not None:
+        assert len(stateful._cache) == 0
+    else:
+        assert bound.cache_info["size"] == 0

@@ -44,6 +44,7 @@ from ..nn._module import Module
 from ._arguments import resolve_argnums
 from ._decorator import Maker, makes
 from ._make_jaxpr import StatefulFunction, Traced
+from ._method import bind_method, bound_transforms, weak_partial
 from ._nan_check import call_python, check_nan
 
 __all__ = ["GradientTransform", "grad", "vector_grad", "fwd_grad", "jacrev", "jacfwd", "hessian"]
@@ -327,12 +328,10 @@ class GradientTransform:
         self._fun = fun
         self._kind = kind
         self._apply, self._per_output, self._levels = _KINDS[kind]
-        self._nbound = 0  # 1 in the twin serving a decorated method (see `_bind_self`)
         self._stateful = StatefulFunction(fun, name=kind)
         # The arguments, to make the twin serving a decorated method (`__get__`).
         self._settings = dict(grad_states=grad_states, argnums=argnums, has_aux=has_aux, return_value=return_value)
         self._settings.update(debug_nan=debug_nan, **options)
-        self._method_twin: GradientTransform | None = None
         self._states: list[State] = []
         self._spec: _Spec = None
         if grad_states is not None:
@@ -376,9 +375,8 @@ class GradientTransform:
             if self._argnums is None:
                 plan = ((), ())
             else:
-                n = nargs - self._nbound
-                resolve_argnums(self._argnums, n, self._kind, "argnums")  # range check and its message
-                user = [(i + n if i < 0 else i) + self._nbound for i in self._argnums]
+                resolve_argnums(self._argnums, nargs, self._kind, "argnums")  # range check and its message
+                user = [i + nargs if i < 0 else i for i in self._argnums]
                 positions = tuple(sorted(set(user)))
                 plan = (positions, tuple(positions.index(i) for i in user))
             self._arg_plans[nargs] = plan
@@ -419,7 +417,6 @@ class GradientTransform:
         jaxpr (op by op, so `jax.debug_nans` sees every operation) and returns no new state values."""
         has_aux = self._has_aux
         kind = self._kind
-        nbound = self._nbound
         fun = self._fun
 
         def pure(diff: Any) -> tuple[Any, Any]:
@@ -433,7 +430,7 @@ class GradientTransform:
             if python:
                 out = call_python(fun, call_args, kwargs, entry.states, values, kind)
             else:
-                arg_leaves = jax.tree_util.tree_leaves((call_args[nbound:], kwargs))
+                arg_leaves = jax.tree_util.tree_leaves((call_args, kwargs))
                 new_values, out = entry.call_flat(arg_leaves, values)
             value, aux = _split_aux(out, has_aux, kind)
             return value, (value, aux, new_values)
@@ -467,7 +464,7 @@ class GradientTransform:
         derivs, (value, aux, new_values) = self._apply(pure, diff, self._options)
         if self._debug_nan:
             names = [describe_state(s) for s in self._states]
-            names += [f"argument args[{p - self._nbound}]" for p in self._arg_plan(len(args))[0]]
+            names += [f"argument args[{p}]" for p in self._arg_plan(len(args))[0]]
 
             def rerun() -> Any:
                 return self._apply(self._prepare(args, kwargs, python=True)[0], diff, self._options)
@@ -483,29 +480,22 @@ class GradientTransform:
         return out if len(out) > 1 else derivs
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        # As a method: the instance is bound like `grad(obj.method)`, so argnums counts the arguments after
-        # `self`. One twin transform (with `self` static) serves every instance, one trace per instance.
-        if obj is None or self._nbound:
+        # As a method: a transform per instance (cached, holding the instance weakly) of the method with the
+        # instance bound, like `grad(obj.method)`: argnums counts the arguments after `self`.
+        if obj is None:
             return self
-        twin = self._method_twin
-        if twin is None:
-            twin = GradientTransform(self._fun, self._kind, **self._settings)
-            twin._bind_self(self)
-            self._method_twin = twin
-        return functools.partial(twin, obj)
+        return bind_method(self, obj, self._for_instance)
 
-    def _bind_self(self, unbound: GradientTransform) -> None:
-        """Make this fresh transform the twin of `unbound` serving a decorated method: ``self`` is its first
-        argument, static (hashed by the instance) and not counted by argnums."""
-        self._nbound = 1
-        self._stateful = StatefulFunction(self._fun, static_argnums=(0,), name=self._kind)
-        self._states, self._spec = unbound._states, unbound._spec  # a Module stays expanded as at creation
+    def _for_instance(self, obj: Any) -> GradientTransform:
+        bound = GradientTransform(weak_partial(self._fun, obj), self._kind, **self._settings)
+        bound._states, bound._spec = self._states, self._spec  # a Module stays expanded as at creation
+        return bound
 
     def clear_cache(self) -> None:
         """Forget every traced signature (including those of the instances of a decorated method)."""
         self._stateful.clear_cache()
-        if self._method_twin is not None:
-            self._method_twin.clear_cache()
+        for bound in bound_transforms(self):
+            bound.clear_cache()
 
 
 # -- public functions --------------------------------------------------------------------------------------

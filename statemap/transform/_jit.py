@@ -34,7 +34,7 @@ from ._dispatch import Dispatched, Dispatcher, Program, check_signatures
 from ._eval_shape import out_shapes
 from ._make_jaxpr import StatefulFunction, Traced
 from ._mapping_axes import first_match, is_unmatched, selector_table
-from ._method import bind_method, weak_partial
+from ._method import bind_method, bound_transforms, weak_partial
 
 __all__ = ["jit", "JittedFunction"]
 
@@ -218,11 +218,13 @@ class JittedFunction(Dispatched):
         )
 
     def clear_cache(self) -> None:
-        """Forget traced signatures and compiled executables."""
+        """Forget traced signatures and compiled executables (the instances' too, for a decorated method)."""
         self.stateful.clear_cache()
         self._programs.clear()
         self._dispatcher.clear()
         self._placed.clear()
+        for bound in bound_transforms(self):
+            bound.clear_cache()
 
 
 def _normalize_placements(spec: Any) -> Placements:

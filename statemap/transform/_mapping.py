@@ -22,7 +22,7 @@ from ._dispatch import Dispatched, Dispatcher, Program
 from ._mapping_config import MappingConfig
 from ._mapping_plan import Built, NeedsConcrete, build
 from ._mapping_python import python_tier
-from ._method import bind_method, weak_partial
+from ._method import bind_method, bound_transforms, weak_partial
 from ._static_leaves import StaticLeaves, may_hold_static_leaves, split_static_leaves
 
 __all__ = ["StatefulMapping", "MappingPlan"]
@@ -355,10 +355,12 @@ class StatefulMapping(Dispatched):
         return jax.jit(program.run).lower(sig.leaves, [peek(s) for s in states])
 
     def clear_cache(self) -> None:
-        """Forget every plan (the next call of each signature traces again)."""
+        """Forget every plan (the next call of each signature traces again; the instances' too, for a method)."""
         self._plans.clear()
         self._children.clear()
         self._dispatcher.clear()
+        for bound in bound_transforms(self):
+            bound.clear_cache()
 
     @property
     def cache_info(self) -> dict[str, int]:

@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["bind_method", "weak_partial"]
+__all__ = ["bind_method", "bound_transforms", "weak_partial"]
 
 
 class _WeakBound:
@@ -72,3 +72,11 @@ def bind_method(transform: Any, obj: Any, make: Callable[[Any], Any]) -> Any:
         except TypeError:
             return bound
     return bound
+
+
+def bound_transforms(transform: Any) -> list[Any]:
+    """The per-instance transforms `bind_method` made for `transform` whose instances are alive."""
+    cache = transform.__dict__.get("_bound")
+    if cache is None:
+        return []
+    return list(cache["weak"].values()) + [bound for _, bound in cache["by_id"].values()]
