@@ -254,7 +254,7 @@ class Dispatcher:
             if out is not MISSING:
                 return out
             if any(r() is None for r in known.refs):  # a known state died: compact (new positions, new jax.jit)
-                self._compact()
+                self._compact(known)
                 continue
             break  # a known state holds a dead tracer: the traced path tells if it matters
         return self._call_traced(CallSignature.of(self.spec, args, kwargs))
@@ -334,13 +334,13 @@ class Dispatcher:
 
     def _run_outside(self, program: Program, states: list[State], sig: CallSignature) -> Any:
         """Run a program outside `jax.jit`: its Python tier, or op by op (the cold tier)."""
-        if program.direct is not None:  # the Python tier: keep this transform off the fast path from now on
-            self._has_direct = True
-            self._fast_ready = False
+        with self._lock:  # `ready` follows the flag and the current list together
+            if program.direct is not None:  # the Python tier: keep this transform off the fast path from now on
+                self._has_direct = True
+            self._fast_ready = self._fast and not self._has_direct
             self._publish()
+        if program.direct is not None:
             return program.direct(sig)
-        self._fast_ready = self._fast and not self._has_direct
-        self._publish()
         try:
             new_values, out = program.run(sig.leaves, read_values(states))
         except StaleProgram:  # another thread changed a state's type since the program was resolved
@@ -372,11 +372,13 @@ class Dispatcher:
                 self._known = self._empty(known.refs + new, known.generation)
                 self._publish()
 
-    def _compact(self) -> None:
+    def _compact(self, known: _Known) -> None:
+        """Drop the dead states of `known` (unless another thread replaced the list already)."""
         with self._lock:
-            self._seen = {}
-            self._known = self._empty(tuple(r for r in self._known.refs if r() is not None))
-            self._publish()
+            if self._known is known:
+                self._seen = {}
+                self._known = self._empty(tuple(r for r in known.refs if r() is not None))
+                self._publish()
 
     def clear(self) -> None:
         """Forget the known states and the fast path's compiled code."""
