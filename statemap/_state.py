@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 _CONTEXT = _trace.CONTEXT
+_ACTIVE = _trace.ACTIVE  # statemap traces in all threads (`dispatched_call` reads the thread-local stack only then)
 
 # The generation of the world of states: bumped when a state is created outside any statemap trace, or bound to
 # a module attribute (`Module.__setattr__`, e.g. by `init_state()`). Every cache of a traced function stamps
@@ -734,7 +735,7 @@ def dispatched_call(self: Any, /, *args: Any, **kwargs: Any) -> Any:
     """
     d = self._dispatcher
     known = d.ready
-    if known is None or known.generation != _GENERATION[0] or kwargs or (_trace.ACTIVE[0] and _CONTEXT.stack):
+    if known is None or kwargs or known.generation != _GENERATION[0] or (_ACTIVE[0] and _CONTEXT.stack):
         return d(args, kwargs)
     ref = known.single
     if ref is None:  # none or several states: the list's `caller` closure
