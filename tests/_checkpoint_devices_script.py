@@ -106,19 +106,16 @@ def restore_reshards_into_the_current_sharding(folder):
 
 def main() -> int:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _device_checks import report
+    from _device_checks import report, start_jax
 
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    start_jax(8)
     import tempfile
-    import warnings
 
     import jax
 
     import statemap  # noqa: F401
 
     orbax_imported = "orbax.checkpoint" in sys.modules  # before any check runs
-    warnings.simplefilter("error")
     folder = tempfile.mkdtemp()
 
     def statemap_imports_without_orbax():

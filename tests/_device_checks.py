@@ -1,7 +1,8 @@
 """Shared by the multi-device tests: scripts that run in their own process print one line per check.
 
 A script (run with ``XLA_FLAGS=--xla_force_host_platform_device_count=N``) collects its checks and calls
-`report`; the parent test calls `run_script` and asserts on the ``PASS``/``FAIL`` lines.
+`report`; the parent test calls `run_script` and asserts on the ``PASS``/``FAIL`` lines. The device count is
+fixed when JAX starts, so such a run cannot share the test process (conftest.py gives it 2 devices).
 """
 
 from __future__ import annotations
@@ -32,6 +33,19 @@ def report(checks: dict[str, Callable[[], None]]) -> int:
         else:
             print(f"CHECK {name} PASS", flush=True)
     return 1 if failed else 0
+
+
+def start_jax(devices: int = 8) -> None:
+    """In a device script, before it imports JAX: `devices` CPU devices, strict rank promotion, warnings as errors
+    (the settings conftest.py gives the in-process tests)."""
+    import warnings
+
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import jax
+
+    jax.config.update("jax_numpy_rank_promotion", "raise")
+    warnings.simplefilter("error")
 
 
 def run_script(script: Path, devices: int = 8) -> tuple[dict[str, str], subprocess.CompletedProcess[str]]:

@@ -10,11 +10,9 @@ import sys
 
 def main() -> int:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _device_checks import report
+    from _device_checks import report, start_jax
 
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    import warnings
+    start_jax(8)
 
     import jax
     import jax.numpy as jnp
@@ -22,8 +20,6 @@ def main() -> int:
 
     import statemap as sm
 
-    jax.config.update("jax_numpy_rank_promotion", "raise")
-    warnings.simplefilter("error")
     sm.random.seed(0)
 
     def close(a, b):

@@ -10,10 +10,9 @@ import sys
 
 def main() -> int:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _device_checks import report
+    from _device_checks import report, start_jax
 
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    start_jax(8)
     import warnings
 
     import jax
@@ -24,8 +23,6 @@ def main() -> int:
 
     import statemap as sm
 
-    jax.config.update("jax_numpy_rank_promotion", "raise")
-    warnings.simplefilter("error")
     mesh = Mesh(np.array(jax.devices()), ("d",))
     x = jnp.arange(32.0).reshape(16, 2) / 10
     checks = {}

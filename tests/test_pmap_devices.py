@@ -1,8 +1,4 @@
-"""pmap2 on 8 simulated CPU devices: runs tests/_pmap_devices_script.py in its own process.
-
-The device count is fixed when JAX starts, so the 8-device run cannot share this process (conftest.py
-gives it 2).
-"""
+"""pmap2 on 8 simulated CPU devices: runs tests/_pmap_devices_script.py in its own process."""
 
 from pathlib import Path
 

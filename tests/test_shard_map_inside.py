@@ -2,9 +2,6 @@
 and `state_shardings`, shard_map policies on a 2-d mesh: 8 simulated CPU devices.
 
 Runs tests/_shard_map_script.py (the `_compat.struct_like` entry keeps the shard_map axes a value varies over).
-
-The device count is fixed when JAX starts, so the 8-device run cannot share this process (conftest.py
-gives it 2).
 """
 
 from pathlib import Path
