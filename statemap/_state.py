@@ -683,30 +683,13 @@ def caller(refs: Sequence[Any], default: Callable[..., Sequence[Any]], who: str)
     """``call(args, fn=default)``: ``fn(*values, *args)`` over these weakly referenced states, committing its
     new values.
 
-    The whole warm path of a dispatcher (`statemap.transform._dispatch.Dispatched`) in one call, made once per
-    known list (specialised for one state, the common case). `fn` returns ``(result, *new)``, one entry per
-    state (None where it writes nothing); ``call`` returns ``result``. Outside every trace only (a new value
-    holding a tracer of a plain JAX transform around the call raises, naming the state, `who` the transform). It returns
-    `MISSING` without calling `fn` when a state died or holds a dead tracer; an exception of `fn` propagates
-    with nothing written.
+    A dispatcher's fast path in one call, made once per known list: its retry loop uses it, and so does
+    `dispatched_call` for lists of other than one state (it inlines that case). `fn` returns
+    ``(result, *new)``, one entry per state (None where it writes nothing); ``call`` returns ``result``.
+    Outside every trace only: a new value holding a tracer of a plain JAX transform around the call raises,
+    naming the state (`who` is the transform). It returns `MISSING` without calling `fn` when a state died
+    or holds a dead tracer; an exception of `fn` propagates with nothing written.
     """
-    if len(refs) == 1:
-        (ref,) = refs
-
-        def call_one(args: tuple[Any, ...], fn: Callable[..., Sequence[Any]] = default) -> Any:
-            s = ref()
-            if s is None or s._dead is not None:
-                return MISSING
-            out = fn(s._value, *args)
-            v = out[1]
-            if type(v) is _CONCRETE:  # one state: a single assignment is already atomic for other threads
-                s._value = v
-                s._dead = None
-            elif v is not None:
-                write_back([s], {0: v}, who)  # refuses a tracer, naming the state
-            return out[0]
-
-        return call_one
 
     def call(args: tuple[Any, ...], fn: Callable[..., Sequence[Any]] = default) -> Any:
         try:
@@ -715,6 +698,8 @@ def caller(refs: Sequence[Any], default: Callable[..., Sequence[Any]], who: str)
             return MISSING
         out = fn(*values, *args)
         new = {i: v for i, v in enumerate(out[1:]) if v is not None}
+        if not new:
+            return out[0]
         if all(type(v) is _CONCRETE for v in new.values()):
             _commit(states, new)
         else:
